@@ -1,0 +1,152 @@
+"""Shared NumPy-side plumbing: dtype policy, layouts, out=, serial/parallel.
+
+A reduction along one axis is presented to the kernels as a C-contiguous
+array of the compute dtype, viewed as rows ``(R, C)`` when the class axis is
+last, or lanes ``(O, C, K)`` when it is not. No transposed copy is made:
+
+* C-contiguous input is used as it is;
+* F-contiguous input is used through its transpose (C-contiguous, the axis
+  mirrored), and the result is handed back transposed, i.e. F-ordered;
+* anything else (strided, negative strides, byte-swapped, another dtype) is
+  first copied once into a C-contiguous array of the compute dtype.
+"""
+
+import threading
+
+import numba
+import numpy as np
+
+from .. import _threads
+from .._validate import as_array, check_out, check_where, float_policy, normalize_axis
+
+
+class Plan:
+    """A (possibly transposed) C-contiguous working view of one input."""
+
+    __slots__ = ("work", "axis", "transposed", "outer", "n", "inner", "scalar")
+
+    def __init__(self, a, axis, cdt, allow_alias=False):
+        self.scalar = a.ndim == 0
+        if self.scalar:
+            a = a.reshape(1)
+        if a.dtype != cdt:
+            a = a.astype(cdt, order="K")
+        self.transposed = False
+        if a.flags.c_contiguous:
+            work = a
+        elif a.flags.f_contiguous:
+            work = a.T
+            axis = a.ndim - 1 - axis
+            self.transposed = True
+        else:
+            work = np.ascontiguousarray(a)
+        self.work = work
+        self.axis = axis
+        shape = work.shape
+        self.n = shape[axis]
+        self.outer = _prod(shape[:axis])
+        self.inner = _prod(shape[axis + 1:])
+
+    # ------------------------------------------------------------ views
+    def kernel_view(self, arr):
+        """``arr`` (shaped like ``work``, C-contiguous) as rows or lanes."""
+        if self.inner == 1:
+            return arr.reshape(self.outer, self.n)
+        return arr.reshape(self.outer, self.n, self.inner)
+
+    def mask_view(self, where, user_shape):
+        """The broadcast mask in the working layout, C-contiguous bool."""
+        w = check_where(where, user_shape if not self.scalar else (1,))
+        if self.transposed:
+            w = w.T
+        return self.kernel_view(np.ascontiguousarray(w))
+
+    def batch_shape(self):
+        """Shape of the per-row results in the working layout."""
+        s = self.work.shape
+        return s[:self.axis] + s[self.axis + 1:]
+
+    def to_user(self, arr):
+        """A result in working layout, turned back into the user's layout."""
+        return arr.T if self.transposed else arr
+
+
+def _prod(shape):
+    p = 1
+    for s in shape:
+        p *= s
+    return p
+
+
+def prepare(x, name="x"):
+    """(array, compute dtype, result dtype) for an input under SPEC §2."""
+    a = as_array(x)
+    cdt, rdt = float_policy(a.dtype, name)
+    return a, cdt, rdt
+
+
+def user_axis(axis, ndim):
+    return normalize_axis(axis, ndim)
+
+
+def target_for(out, plan, result_shape, cdt, rdt):
+    """Where the kernel writes: ``(kernel array in working layout, finish)``.
+
+    ``finish(arr)`` turns the kernel's array into the value to return. When
+    ``out`` can be written directly (same dtype as computed, contiguous in the
+    working layout, not partially overlapping the input) the kernel writes
+    into it; otherwise into a fresh array that is then copied into ``out``.
+    """
+    if out is not None:
+        check_out(out, result_shape, rdt)
+        if rdt == cdt:
+            ow = out.T if plan.transposed else out
+            if plan.scalar:
+                ow = ow.reshape(1)
+            if ow.flags.c_contiguous and (_same_memory(ow, plan.work)
+                                          or not np.may_share_memory(ow, plan.work)):
+                return ow, lambda arr: out
+
+        def finish_copy(arr):
+            np.copyto(out, _user_result(plan, arr, rdt, result_shape), casting="unsafe")
+            return out
+        return np.empty(plan.work.shape, cdt), finish_copy
+    return np.empty(plan.work.shape, cdt), lambda arr: _user_result(plan, arr, rdt,
+                                                                     result_shape)
+
+
+def _same_memory(a, b):
+    return (a.shape == b.shape and a.strides == b.strides
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
+def _user_result(plan, arr, rdt, result_shape):
+    res = plan.to_user(arr)
+    if res.dtype != rdt:
+        res = res.astype(rdt)
+    if plan.scalar:
+        res = res.reshape(result_shape)
+    return res
+
+
+def scalar_result(res):
+    """NumPy's convention: a 0-d result is returned as a NumPy scalar."""
+    return res[()] if isinstance(res, np.ndarray) and res.ndim == 0 else res
+
+
+# ------------------------------------------------------------ serial/parallel
+PARALLEL_MIN_ELEMENTS = 1 << 15
+
+
+def run(serial, parallel, size, *args):
+    """Run a kernel, on the thread pool when the work is large enough.
+
+    The last kernel argument is the chunk count: 1 for the serial kernel, the
+    thread count for the parallel one. Results do not depend on it.
+    """
+    nthreads = numba.get_num_threads()
+    if size >= PARALLEL_MIN_ELEMENTS and nthreads > 1:
+        with _threads.parallel_guard():
+            parallel(*args, nthreads)
+    else:
+        serial(*args, 1)

@@ -1,0 +1,172 @@
+"""softmax, log_softmax, logsumexp, softmax_jacobian."""
+
+from fractions import Fraction
+
+import numpy as np
+
+from .._kernels import forward as fk
+from .._kernels import jacobian as jk
+from .._validate import F32, check_out, check_temperature
+from ._common import Plan, prepare, run, scalar_result, target_for, user_axis
+
+# never-written stand-ins for the arrays a mode does not use
+_DUMMY = {dt: {"rows_out": np.empty((1, 1), dt), "lanes_out": np.empty((1, 1, 1), dt),
+               "rows_lse": np.empty(0, dt), "lanes_lse": np.empty((0, 0), dt)}
+          for dt in (np.dtype(np.float32), np.dtype(np.float64))}
+
+
+def _temperature(temperature):
+    if type(temperature) is float and temperature == 1.0:
+        return 1.0
+    return check_temperature(temperature)
+
+
+def inverse_temperature(t, cdt):
+    """1/t as a double-word (hi, lo) in the compute dtype: hi + lo = 1/t to ~2p bits."""
+    typ = cdt.type
+    if t == 1.0:
+        return typ(1.0), typ(0.0)
+    exact = Fraction(1) / Fraction(t)
+    hi = typ(float(exact))
+    lo = typ(float(exact - Fraction(float(hi))))
+    return hi, lo
+
+
+def _run_forward(plan, mask, th, tl, out_arr, lse_arr, mode):
+    cdt = plan.work.dtype
+    rows = plan.inner == 1
+    xin = plan.kernel_view(plan.work)
+    if out_arr is None:
+        out_v = _DUMMY[cdt]["rows_out" if rows else "lanes_out"]
+    else:
+        out_v = plan.kernel_view(out_arr)
+    if lse_arr is None:
+        lse_v = _DUMMY[cdt]["rows_lse" if rows else "lanes_lse"]
+    else:
+        lse_v = lse_arr.reshape(plan.outer) if rows else lse_arr.reshape(plan.outer, plan.inner)
+    if rows:
+        run(fk.forward_rows, fk.forward_rows_parallel, plan.work.size,
+            xin, mask, th, tl, out_v, lse_v, mode)
+    else:
+        run(fk.forward_lanes, fk.forward_lanes_parallel, plan.work.size,
+            xin, mask, th, tl, out_v, lse_v, mode)
+
+
+def _softmax_like(x, axis, where, temperature, out, mode):
+    a, cdt, rdt = prepare(x)
+    ax = user_axis(axis, a.ndim)
+    t = _temperature(temperature)
+    plan = Plan(a, ax, cdt)
+    mask = plan.mask_view(where, a.shape) if where is not None else None
+    dst, finish = target_for(out, plan, a.shape, cdt, rdt)
+    if plan.work.size:
+        th, tl = inverse_temperature(t, cdt)
+        _run_forward(plan, mask, th, tl, dst, None, mode)
+    return scalar_result(finish(dst))
+
+
+def softmax(x, axis=-1, *, where=None, temperature=1.0, out=None):
+    """Softmax along ``axis``: ``exp(x_i - m) / sum_j exp(x_j - m)``, ``m`` the maximum.
+
+    Parameters
+    ----------
+    x : array_like
+        Logits. float32 and float64 are computed in their own precision,
+        float16 in float32 (returned as float16), bool and integers in
+        float64.
+    axis : int, default -1
+        The class axis. A 0-d input is one row of one element.
+    where : array_like of bool, optional
+        Broadcastable to ``x``; entries where it is False act as ``-inf``
+        (probability 0). A row with no entry left is all zeros.
+    temperature : float, default 1.0
+        Computes ``softmax(x / temperature)`` without forming ``x / temperature``.
+    out : ndarray, optional
+        Of the result's shape and dtype; may be ``x`` itself (in place).
+
+    Returns
+    -------
+    ndarray (a NumPy scalar for 0-d input, as NumPy's ufuncs do), or ``out``.
+
+    Notes
+    -----
+    Each entry of at least the smallest normal number is within 4 ULP of the
+    exact softmax of the given values (SPEC §4): ``x - m`` is split exactly
+    into a rounded part and its residual, and both enter the exponential.
+    Rows with a NaN are all NaN; rows with ``k`` entries ``+inf`` give ``1/k``
+    at them and 0 elsewhere; rows of only ``-inf`` are all 0.
+    """
+    return _softmax_like(x, axis, where, temperature, out, fk.MODE_SOFTMAX)
+
+
+def log_softmax(x, axis=-1, *, where=None, temperature=1.0, out=None):
+    """Log of the softmax along ``axis``: ``(x_i - m) - log(c + s)``.
+
+    ``c`` is the number of entries equal to the maximum ``m`` and ``s`` the sum
+    of the other entries' ``exp(x_j - m)``; for ``c = 1`` the log is
+    ``log1p(s)``, so tiny values keep their digits:
+    ``log_softmax([0, -30])[0]`` is ``-9.357622968840175e-14``, not 0.
+    Masked-out entries (``where`` False) are ``-inf``. Parameters, dtypes and
+    non-finite rows as for :func:`softmax` (a NaN row is NaN; with ``k``
+    entries ``+inf`` they get ``-log k`` and the rest ``-inf``; a row of only
+    ``-inf`` is all ``-inf``).
+    """
+    return _softmax_like(x, axis, where, temperature, out, fk.MODE_LOG_SOFTMAX)
+
+
+def logsumexp(x, axis=-1, *, where=None, keepdims=False, out=None):
+    """``log(sum(exp(x)))`` along ``axis``, computed as ``m + log(c + s)``.
+
+    Returns the reduced array (keeping ``axis`` as length 1 when
+    ``keepdims``); a 0-d result is a NumPy scalar, as with ``np.sum``. A zero
+    length ``axis`` gives ``-inf`` (the log of an empty sum), as do rows that
+    are all ``-inf`` or masked out. A NaN gives NaN; a ``+inf`` gives
+    ``+inf``. Unlike SciPy, there is no ``b=`` weight and no ``return_sign``.
+    """
+    a, cdt, rdt = prepare(x)
+    ax = user_axis(axis, a.ndim)
+    plan = Plan(a, ax, cdt)
+    mask = plan.mask_view(where, a.shape) if where is not None else None
+    user_batch = a.shape[:ax] + a.shape[ax + 1:]
+    res_shape = a.shape[:ax] + (1,) + a.shape[ax + 1:] if keepdims else user_batch
+    if a.ndim == 0:
+        res_shape = (1,) if keepdims else ()
+    if out is not None:
+        check_out(out, res_shape, rdt)
+    lse = np.empty(plan.batch_shape(), cdt)
+    if plan.n == 0:
+        lse.fill(-np.inf)
+    elif lse.size:
+        one, zero = inverse_temperature(1.0, cdt)
+        _run_forward(plan, mask, one, zero, None, lse, fk.MODE_LOGSUMEXP)
+    res = plan.to_user(lse).reshape(res_shape)
+    if res.dtype != rdt:
+        res = res.astype(rdt)
+    if out is not None:
+        np.copyto(out, res)
+        return out
+    return scalar_result(res)
+
+
+def softmax_jacobian(x, axis=-1):
+    """The softmax Jacobian ``J[..., i, j] = p_i (delta_ij - p_j)``.
+
+    The result has shape ``(*batch, C, C)`` where ``batch`` is ``x.shape``
+    without ``axis``; a 0-d input gives shape ``(1, 1)`` (and the single entry
+    0). The diagonal's ``1 - p_i`` is computed without cancellation (from the
+    other entries' mass when ``p_i`` is the row's single maximum), so entries
+    keep their relative accuracy when one class dominates.
+    """
+    a, cdt, rdt = prepare(x)
+    ax = user_axis(axis, a.ndim)
+    if a.ndim == 0:
+        a = a.reshape(1)
+    moved = np.moveaxis(a, ax, -1)
+    batch = moved.shape[:-1]
+    n = moved.shape[-1]
+    rows = np.ascontiguousarray(moved, dtype=cdt).reshape(-1, n)
+    jac = np.empty((rows.shape[0], n, n), cdt)
+    if rows.size:
+        run(jk.jacobian_rows, jk.jacobian_rows_parallel, jac.size, rows, jac)
+    res = jac.reshape(batch + (n, n))
+    return res.astype(rdt) if res.dtype != rdt else res

@@ -1,0 +1,1 @@
+"""Numba kernels (see ``_jit`` for the compilation policy)."""

@@ -1,0 +1,327 @@
+"""Compilation policy and low-level intrinsics shared by every kernel.
+
+One place decides how kernels are compiled:
+
+* ``FAST`` is the fast-math set for vector loops: ``reassoc`` lets LLVM
+  vectorise sums, ``contract`` forms FMAs. ``nnan``/``ninf`` are never used:
+  NaN and ``-inf`` (masks) are ordinary inputs here.
+* ``EXACT`` drops ``reassoc``. Compensated arithmetic (TwoSum, Neumaier sums,
+  the magic-constant rounding inside ``exp``) lives in small functions compiled
+  with ``EXACT``; LLVM inlines them into the vector loops and each inlined
+  instruction keeps its own flags, so the compensation survives.
+* ``kernel`` functions are the compiled entry points (``nogil``, cached,
+  NumPy error model); ``inline`` helpers are inlined at the Numba level into
+  the kernel that calls them and so share its flags.
+* ``parallel_twin`` compiles a second copy of a kernel with ``parallel=True``
+  under a distinct qualified name, because Numba's cache key ignores the
+  decorator flags (GUIDE §2).
+
+The cache locator installed here stamps every kernel with a hash of the whole
+``_kernels`` package, so editing a helper module invalidates the cached
+machine code of every kernel that inlined it (Numba alone only watches the
+file that defines the kernel).
+
+Intrinsics: ``ld``/``st`` index C-contiguous arrays without negative-index
+wrap-around (a wrap-around ``select`` turns contiguous loads into gathers),
+but with Numba's bounds checking when ``NUMBA_BOUNDSCHECK=1``; ``wide()``
+asks LLVM for 512-bit vectors where the CPU has them; the bit casts build
+``2**n`` inside ``exp``; ``fmax_nan_dropping`` is ``llvm.maxnum``, a maximum
+LLVM can vectorise (NaN is detected separately by the callers).
+"""
+
+import functools
+import hashlib
+import os
+import types as pytypes
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np.arrayobj import load_item, store_item
+
+FAST = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+EXACT = frozenset({"nsz", "arcp", "contract", "afn"})
+
+_KERNEL_OPTS = dict(error_model="numpy", nogil=True)
+
+
+# --------------------------------------------------------------------------
+# caching: one source stamp for the whole kernel package
+# --------------------------------------------------------------------------
+
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@functools.lru_cache(maxsize=None)
+def _package_stamp():
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(_PKG_DIR)):
+        if name.endswith(".py"):
+            h.update(name.encode())
+            with open(os.path.join(_PKG_DIR, name), "rb") as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+def _make_cache_class():
+    """A FunctionCache whose source stamp covers every file in ``_kernels``.
+
+    Returns None when this Numba's caching internals differ from the ones
+    this was written against; kernels then use plain ``cache=True``.
+    """
+    try:
+        from numba.core import caching
+    except ImportError:  # pragma: no cover
+        return None
+    needed = ("FunctionCache", "CompileResultCacheImpl", "UserProvidedCacheLocator",
+              "InTreeCacheLocator", "UserWideCacheLocator")
+    if not all(hasattr(caching, n) for n in needed):  # pragma: no cover
+        return None
+
+    class _PackageStamp:
+        def get_source_stamp(self):
+            return _package_stamp()
+
+    locators = [
+        type("Pkg" + base.__name__, (_PackageStamp, base), {})
+        for base in (caching.UserProvidedCacheLocator, caching.InTreeCacheLocator,
+                     caching.UserWideCacheLocator)
+    ]
+
+    class _Impl(caching.CompileResultCacheImpl):
+        _locator_classes = locators
+
+    class _Cache(caching.FunctionCache):
+        _impl_class = _Impl
+
+    return _Cache
+
+
+_CACHE_CLASS = _make_cache_class()
+
+
+def _enable_cache(dispatcher):
+    if _CACHE_CLASS is None:  # pragma: no cover
+        dispatcher.enable_caching()
+    else:
+        dispatcher._cache = _CACHE_CLASS(dispatcher.py_func)
+    return dispatcher
+
+
+# --------------------------------------------------------------------------
+# decorators
+# --------------------------------------------------------------------------
+
+def kernel(fn):
+    """A compiled, cached, GIL-free entry point with the FAST flag set."""
+    return _enable_cache(njit(fastmath=set(FAST), **_KERNEL_OPTS)(fn))
+
+
+def exact(fn):
+    """A small helper compiled without ``reassoc`` (compensated arithmetic)."""
+    return _enable_cache(njit(fastmath=set(EXACT), **_KERNEL_OPTS)(fn))
+
+
+def inline(fn):
+    """A helper inlined into its caller at the Numba level (caller's flags)."""
+    return njit(fastmath=set(FAST), inline="always", **_KERNEL_OPTS)(fn)
+
+
+def parallel_twin(dispatcher):
+    """Compile ``dispatcher``'s Python function again with ``parallel=True``.
+
+    The copy gets its own qualified name (and so its own cache files); its
+    ``prange`` loops run on Numba's thread pool while the serial kernel runs
+    them as plain loops.
+    """
+    fn = dispatcher.py_func
+    twin = pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_parallel",
+                                fn.__defaults__, fn.__closure__)
+    twin.__qualname__ = fn.__qualname__ + "_parallel"
+    twin.__module__ = fn.__module__
+    twin.__doc__ = fn.__doc__
+    return _enable_cache(njit(fastmath=set(FAST), parallel=True, **_KERNEL_OPTS)(twin))
+
+
+# --------------------------------------------------------------------------
+# intrinsics
+# --------------------------------------------------------------------------
+
+@intrinsic
+def wide(typingctx):
+    """Let LLVM use 512-bit vectors in the calling function.
+
+    LLVM's default tuning for AVX-512 CPUs prefers 256-bit vectors; these
+    kernels are throughput-bound on exp polynomials, where the full width pays.
+    On CPUs without AVX-512 the attribute changes nothing.
+    """
+    def codegen(context, builder, signature, args):
+        attrs = builder.function.attributes
+        set.add(attrs, '"prefer-vector-width"="512"')
+        set.add(attrs, '"min-legal-vector-width"="512"')
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+def _item_pointer(context, builder, aryty, aryval, idxtys, idxvals):
+    ary = context.make_array(aryty)(context, builder, aryval)
+    inds = [context.cast(builder, v, t, types.intp) for v, t in zip(idxvals, idxtys)]
+    return cgutils.get_item_pointer(context, builder, aryty, ary, inds, wraparound=False,
+                                    boundscheck=context.enable_boundscheck)
+
+
+def _make_load(ndim):
+    def typer(typingctx, arr, *idx):
+        if not isinstance(arr, types.Array) or arr.ndim != ndim or len(idx) != ndim:
+            return None
+        sig = arr.dtype(arr, *idx)
+
+        def codegen(context, builder, signature, args):
+            aryty = signature.args[0]
+            ptr = _item_pointer(context, builder, aryty, args[0], signature.args[1:], args[1:])
+            return load_item(context, builder, aryty, ptr)
+        return sig, codegen
+    return typer
+
+
+def _make_store(ndim):
+    def typer(typingctx, arr, *rest):
+        if not isinstance(arr, types.Array) or arr.ndim != ndim or len(rest) != ndim + 1:
+            return None
+        sig = types.void(arr, *rest)
+
+        def codegen(context, builder, signature, args):
+            aryty = signature.args[0]
+            ptr = _item_pointer(context, builder, aryty, args[0], signature.args[1:-1],
+                                args[1:-1])
+            val = context.cast(builder, args[-1], signature.args[-1], aryty.dtype)
+            store_item(context, builder, aryty, val, ptr)
+            return context.get_dummy_value()
+        return sig, codegen
+    return typer
+
+
+# numba's @intrinsic needs a real signature, so spell out each arity.
+@intrinsic
+def ld1(typingctx, arr, i):
+    return _make_load(1)(typingctx, arr, i)
+
+
+@intrinsic
+def ld2(typingctx, arr, i, j):
+    return _make_load(2)(typingctx, arr, i, j)
+
+
+@intrinsic
+def ld3(typingctx, arr, i, j, k):
+    return _make_load(3)(typingctx, arr, i, j, k)
+
+
+@intrinsic
+def st1(typingctx, arr, i, v):
+    return _make_store(1)(typingctx, arr, i, v)
+
+
+@intrinsic
+def st2(typingctx, arr, i, j, v):
+    return _make_store(2)(typingctx, arr, i, j, v)
+
+
+@intrinsic
+def st3(typingctx, arr, i, j, k, v):
+    return _make_store(3)(typingctx, arr, i, j, k, v)
+
+
+@intrinsic
+def prefetch2(typingctx, arr, i, j):
+    """Hint the CPU to fetch arr[i, j] into cache (no bounds check: a hint never faults)."""
+    if not isinstance(arr, types.Array) or arr.ndim != 2:
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        inds = [context.cast(builder, v, t, types.intp)
+                for v, t in zip(args[1:], signature.args[1:])]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, inds, wraparound=False,
+                                       boundscheck=False)
+        i8p = ir.IntType(8).as_pointer()
+        fn = builder.module.declare_intrinsic(
+            "llvm.prefetch", [i8p],
+            ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]))
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(ir.IntType(32), 0),
+                          ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+    return types.void(arr, i, j), codegen
+
+
+@intrinsic
+def fmax_nan_dropping(typingctx, a, b):
+    """``llvm.maxnum``: the larger of a and b, the other one if one is NaN."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.maxnum", [t], ir.FunctionType(t, [t, t]))
+        return builder.call(fn, args)
+    return a(a, b), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``llvm.fma``: a * b + c with a single rounding."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.fma", [t], ir.FunctionType(t, [t, t, t]))
+        return builder.call(fn, args)
+    return a(a, b, c), codegen
+
+
+def _make_bitcast(src, dst, accept):
+    def typer(typingctx, x):
+        if not accept(x):
+            return None
+
+        def codegen(context, builder, signature, args):
+            val = context.cast(builder, args[0], signature.args[0], src)
+            return builder.bitcast(val, context.get_value_type(dst))
+        return dst(x), codegen
+    return typer
+
+
+def _is_int(t):
+    return isinstance(t, types.Integer)
+
+
+@intrinsic
+def f32_bits(typingctx, x):
+    """The IEEE bits of a float32, as int32."""
+    return _make_bitcast(types.float32, types.int32, lambda t: t == types.float32)(typingctx, x)
+
+
+@intrinsic
+def f32_from_bits(typingctx, n):
+    """The float32 whose bits are the low 32 bits of the integer n."""
+    return _make_bitcast(types.int32, types.float32, _is_int)(typingctx, n)
+
+
+@intrinsic
+def f64_bits(typingctx, x):
+    """The IEEE bits of a float64, as int64."""
+    return _make_bitcast(types.float64, types.int64, lambda t: t == types.float64)(typingctx, x)
+
+
+@intrinsic
+def f64_from_bits(typingctx, n):
+    """The float64 whose bits are the integer n (as int64)."""
+    return _make_bitcast(types.int64, types.float64, _is_int)(typingctx, n)
+
+
+F32 = np.float32
+F64 = np.float64

@@ -1,0 +1,393 @@
+"""Row building blocks shared by the softmax-family and loss kernels.
+
+Layouts. Every kernel sees C-contiguous arrays in one of two shapes:
+
+* rows ``(R, C)``: the class axis is last and contiguous; vector loops run
+  along a row (``wide`` rows, ``C >= SMALL_C``) or, for short rows, along a
+  flat block of several rows (``small`` rows);
+* lanes ``(O, C, K)``: the class axis is not last; vector loops run across the
+  ``K`` contiguous lanes (one independent softmax per lane), never transposing.
+
+A row is reduced in three sweeps: the maximum ``m``; ``e = exp(x - m)`` with
+its sums; the output. Sweeps two and three work on superblocks of ``SB``
+elements so the exponentials stay in L1 between the sweeps, and the
+superblock sums are added with Neumaier's compensation, so a float64 sum
+over 131072 classes stays within a few units of roundoff. Float32 sums are
+accumulated in float64.
+
+Accuracy (Blanchard, Higham & Higham 2021): with ``c`` the number of entries
+equal to the maximum and ``s`` the sum of the others' exponentials,
+``logsumexp = m + log(c + s)``, which is ``m + log1p(s)`` for ``c = 1`` and
+keeps its digits when ``s`` is below the unit roundoff. ``c`` and ``s`` are
+read off the stored exponentials: an entry equal to the maximum gives
+exactly ``1.0`` (entries within half a unit of it round to ``1.0`` too,
+which changes ``c + s`` by less than a unit in its last place).
+
+Non-finite rows (a NaN, a ``+inf``, or nothing but ``-inf``) leave the vector
+path and are finished by ``special_row`` according to SPEC §4.
+"""
+
+import math
+
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from ._jit import (FAST, F64, exact, fma, fmax_nan_dropping, inline, ld2, ld3, prefetch2, st2,
+                   wide)
+from .vmath import exp_shifted, exp_shifted_scaled
+
+SB = 1024        # superblock: exponentials kept in L1 between sweeps
+VB = 64          # vector-loop granularity (16 float32 lanes x 4 unrolled)
+SMALL_C = 64     # rows shorter than this are transposed into lanes
+PREFETCH_MAX = 4096   # rows up to this long prefetch the next row while working
+
+MODE_SOFTMAX = 0
+MODE_LOG_SOFTMAX = 1
+MODE_LOGSUMEXP = 2
+
+
+# ---------------------------------------------------------------- accessors
+def xload2(x, mask, i, j):
+    """x[i, j], or -inf where mask[i, j] is False (mask may be None)."""
+
+
+def xload3(x, mask, o, c, k):
+    """x[o, c, k], or -inf where mask[o, c, k] is False (mask may be None)."""
+
+
+def cast_like(arr, v):
+    """v converted to arr's dtype."""
+
+
+def unmasked(mask, j):
+    """True when entry j of a 1-D mask view is kept (always, for no mask)."""
+
+
+def _neg_inf_of(arr):
+    return np.dtype(str(arr.dtype)).type(-np.inf)
+
+
+@overload(xload2, inline="always")
+def _xload2(x, mask, i, j):
+    if isinstance(mask, (types.NoneType, types.Omitted)):
+        return lambda x, mask, i, j: ld2(x, i, j)
+    ninf = _neg_inf_of(x)
+
+    def impl(x, mask, i, j):
+        v = ld2(x, i, j)
+        return v if ld2(mask, i, j) else ninf
+    return impl
+
+
+@overload(xload3, inline="always")
+def _xload3(x, mask, o, c, k):
+    if isinstance(mask, (types.NoneType, types.Omitted)):
+        return lambda x, mask, o, c, k: ld3(x, o, c, k)
+    ninf = _neg_inf_of(x)
+
+    def impl(x, mask, o, c, k):
+        v = ld3(x, o, c, k)
+        return v if ld3(mask, o, c, k) else ninf
+    return impl
+
+
+@overload(unmasked, inline="always")
+def _unmasked(mask, j):
+    if isinstance(mask, (types.NoneType, types.Omitted)):
+        return lambda mask, j: True
+    return lambda mask, j: bool(mask[j])
+
+
+@overload(cast_like, inline="always")
+def _cast_like(arr, v):
+    t = np.dtype(str(arr.dtype)).type
+    return lambda arr, v: t(v)
+
+
+# ---------------------------------------------------------------- scalars
+@exact
+def neumaier(s, comp, v):
+    """One step of Neumaier's compensated sum: returns the new (s, comp)."""
+    t = s + v
+    if abs(s) >= abs(v):
+        comp += (s - t) + v
+    else:
+        comp += (v - t) + s
+    return t, comp
+
+
+@exact
+def log_c_plus_s(c, s, slo):
+    """log(c + s + slo) for an integer count c >= 1 and a double-word s >= 0.
+
+    ``log1p`` for ``c = 1`` keeps the digits of a tiny ``s``.
+    """
+    if c == 1:
+        return math.log1p(s) + slo / (1.0 + s)
+    t = F64(c) + s
+    return math.log(t) + ((F64(c) - t) + s + slo) / t
+
+
+# ---------------------------------------------------------------- wide rows
+@inline
+def prefetch_row(x, i, n):
+    """Ask for row i's cache lines (rows cross pages, where the hardware stops)."""
+    step = 64 // x.itemsize
+    for j in range(0, n, step):
+        prefetch2(x, i, j)
+
+
+@inline
+def row_max(x, mask, i, n):
+    """max of row i (NaN-dropping: a NaN shows up later as a NaN sum)."""
+    m = xload2(x, mask, i, 0)
+    n64 = n - n % VB
+    for j in range(n64):
+        m = fmax_nan_dropping(m, xload2(x, mask, i, j))
+    if n64 < n:
+        # the last VB entries again (max is idempotent): a full vector
+        # iteration instead of a scalar tail; short rows fall back to scalar.
+        start = n - VB if n >= VB else 0
+        for j in range(start, n):
+            m = fmax_nan_dropping(m, xload2(x, mask, i, j))
+    return m
+
+
+@inline
+def exp_span(x, mask, i, a, b, m, th, tl, scaled, dst, drow, doff):
+    """dst[drow, doff + (j - a)] = exp((x[i, j] - m) / T) for j in [a, b)."""
+    if scaled:
+        for j in range(a, b):
+            st2(dst, drow, doff + (j - a), exp_shifted_scaled(xload2(x, mask, i, j), m, th, tl))
+    else:
+        for j in range(a, b):
+            st2(dst, drow, doff + (j - a), exp_shifted(xload2(x, mask, i, j), m))
+
+
+def span_sum(e, row, a, b):
+    """Sum of e[row, a:b] (entries in [0, 1]) as a pair (hi, lo) of float64s."""
+
+
+def span_sum_below_one(e, row, a, b):
+    """Like span_sum, over the entries below 1 (the non-maximal exponentials)."""
+
+
+def acc_add(like, s, comp, v):
+    """Add v to the running sum (s, comp): compensated for float64 data (``like``)."""
+
+
+_SPLIT_MAGIC = F64(1.5 * 2.0 ** 26)
+
+
+@exact
+def split26(v):
+    """v in [0, 1] as hi + lo, hi a multiple of 2**-26 (exact: magic-number rounding)."""
+    hi = (v + _SPLIT_MAGIC) - _SPLIT_MAGIC
+    return hi, v - hi
+
+
+def _is_f64_array(e):
+    return isinstance(e, types.Array) and e.dtype == types.float64
+
+
+# The sums are compiled as functions of their own (not inlined at the Numba
+# level; LLVM still inlines them) with the FAST flags.
+_VEC_OPTS = dict(fastmath=set(FAST), error_model="numpy", nogil=True)
+
+# Float64 exponentials (all in [0, 1]) are summed with a negligible error:
+# each entry is split into a multiple of 2**-26 and a remainder below 2**-27.
+# The multiples add up exactly in any order (totals stay below 2**27), so LLVM
+# may vectorise and reorder that sum freely; the remainders' sum is so small
+# that its reordering error is ~2**-40 of a unit roundoff. Float32 data is
+# simply summed in float64.
+
+@overload(span_sum, jit_options=_VEC_OPTS)
+def _span_sum(e, row, a, b):
+    if _is_f64_array(e):
+        def impl64(e, row, a, b):
+            wide()
+            sh = 0.0
+            sl = 0.0
+            for j in range(a, b):
+                h, l_ = split26(ld2(e, row, j))
+                sh += h
+                sl += l_
+            return sh, sl
+        return impl64
+
+    def impl(e, row, a, b):
+        wide()
+        s = 0.0
+        for j in range(a, b):
+            s += F64(ld2(e, row, j))
+        return s, 0.0
+    return impl
+
+
+@overload(span_sum_below_one, jit_options=_VEC_OPTS)
+def _span_sum_below_one(e, row, a, b):
+    if _is_f64_array(e):
+        def impl64(e, row, a, b):
+            wide()
+            sh = 0.0
+            sl = 0.0
+            for j in range(a, b):
+                v = ld2(e, row, j)
+                h, l_ = split26(v if v != 1.0 else 0.0)
+                sh += h
+                sl += l_
+            return sh, sl
+        return impl64
+
+    def impl(e, row, a, b):
+        wide()
+        s = 0.0
+        for j in range(a, b):
+            v = F64(ld2(e, row, j))
+            s += v if v != 1.0 else 0.0
+        return s, 0.0
+    return impl
+
+
+def lane_acc(like, sh, sl, v):
+    """(sh, sl) + v for a lane sum of exponentials in [0, 1] (see span_sum)."""
+
+
+@overload(lane_acc, inline="always")
+def _lane_acc(like, sh, sl, v):
+    if _is_f64_array(like):
+        def impl64(like, sh, sl, v):
+            h, l_ = split26(v)
+            return sh + h, sl + l_
+        return impl64
+    return lambda like, sh, sl, v: (sh + F64(v), sl)
+
+
+@overload(acc_add, inline="always")
+def _acc_add(like, s, comp, v):
+    if _is_f64_array(like):
+        return lambda like, s, comp, v: neumaier(s, comp, v)
+    return lambda like, s, comp, v: (s + v, comp)
+
+
+@exact
+def dw_inverse(hi, lo):
+    """1 / (hi + lo) as a double-word (ih, il), hi + lo a double-word > 0."""
+    ih = 1.0 / hi
+    r = fma(-hi, ih, 1.0) - lo * ih        # 1 - (hi + lo) * ih, to first order
+    return ih, r * ih
+
+
+def split_like(arr, hi, lo):
+    """A double-word f64 (hi, lo) as a double-word in arr's dtype."""
+
+
+@overload(split_like, inline="always")
+def _split_like(arr, hi, lo):
+    t = np.dtype(str(arr.dtype)).type
+
+    def impl(arr, hi, lo):
+        h = t(hi)
+        return h, t((hi - F64(h)) + lo)
+    return impl
+
+
+@inline
+def count_ones_span(e, row, a, b):
+    c = 0
+    for j in range(a, b):
+        c += 1 if ld2(e, row, j) == 1.0 else 0
+    return c
+
+
+@inline
+def tail_to_scratch(x, mask, i, a, n, scratch, srow):
+    """Copy x[i, a:n] (n - a < VB) into scratch[srow, :VB], padded with -inf."""
+    ninf = cast_like(scratch, -np.inf)
+    for k in range(VB):
+        j = a + k
+        st2(scratch, srow, k, xload2(x, mask, i, j) if j < n else ninf)
+
+
+@inline
+def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_dst_offsets,
+                 scratch):
+    """Sweep two over a wide row.
+
+    Writes the exponentials to ``dst`` (row ``drow``, at the row's own column
+    offsets when ``use_dst_offsets``; otherwise superblock by superblock at
+    offset 0, overwriting, as a scratch area) and returns ``(hi, lo, c)``:
+    the sum of all exponentials as a double-word when not ``want_split``,
+    else the sum of those below one, with ``c`` the count of ones.
+    Scratch rows 0 and 1 hold the padded tail.
+    """
+    n64 = n - n % VB
+    s = 0.0
+    comp = 0.0
+    c = 0
+    for a in range(0, n64, SB):
+        b = min(a + SB, n64)
+        off = a if use_dst_offsets else 0
+        exp_span(x, mask, i, a, b, m, th, tl, scaled, dst, drow, off)
+        if want_split:
+            hi, lo = span_sum_below_one(dst, drow, off, off + (b - a))
+            c += count_ones_span(dst, drow, off, off + (b - a))
+        else:
+            hi, lo = span_sum(dst, drow, off, off + (b - a))
+        s, comp = neumaier(s, comp, hi)
+        comp += lo
+    if n64 < n:
+        tail_to_scratch(x, mask, i, n64, n, scratch, 0)
+        exp_span(scratch, None, 0, 0, VB, m, th, tl, scaled, scratch, 1, 0)
+        if want_split:
+            hi, lo = span_sum_below_one(scratch, 1, 0, VB)
+            c += count_ones_span(scratch, 1, 0, VB)
+        else:
+            hi, lo = span_sum(scratch, 1, 0, VB)
+        s, comp = neumaier(s, comp, hi)
+        comp += lo
+        if use_dst_offsets:
+            for j in range(n64, n):
+                st2(dst, drow, j, ld2(scratch, 1, j - n64))
+    hi = s + comp
+    return hi, comp - (hi - s), c
+
+
+# ---------------------------------------------------------------- special rows
+@inline
+def special_row(xv, mv, outv, mode):
+    """Finish a row holding a NaN, a +inf, or only -inf (SPEC §4 table).
+
+    ``xv``/``outv`` are 1-D views of the row (any stride), ``mv`` the mask
+    view or None. Returns the row's logsumexp; writes the softmax or
+    log-softmax into ``outv`` for those modes.
+    """
+    n = xv.shape[0]
+    nan = False
+    npos = 0
+    for j in range(n):
+        if not unmasked(mv, j):
+            continue
+        v = xv[j]
+        if v != v:
+            nan = True
+        elif v == np.inf:
+            npos += 1
+    if nan:
+        lse = np.nan
+    elif npos > 0:
+        lse = np.inf
+    else:
+        lse = -np.inf          # only -inf (or masked) entries
+    if mode == MODE_LOGSUMEXP:
+        return lse
+    for j in range(n):
+        inf_here = unmasked(mv, j) and xv[j] == np.inf
+        if nan:
+            outv[j] = np.nan
+        elif mode == MODE_SOFTMAX:
+            outv[j] = 1.0 / npos if inf_here else 0.0
+        else:
+            outv[j] = -math.log(npos) if inf_here else -np.inf
+    return lse

@@ -1,0 +1,297 @@
+"""Softmax, log-softmax and logsumexp kernels.
+
+``forward_rows`` works on ``(R, C)`` rows, ``forward_lanes`` on ``(O, C, K)``
+lanes (class axis in the middle); see ``_rows`` for the layouts and the
+numerics. ``mode`` selects what is written:
+
+* ``MODE_SOFTMAX``: ``out[i, j] = e_j / sum(e)``;
+* ``MODE_LOG_SOFTMAX``: ``out[i, j] = (x_j - m) / T - log(c + s)``;
+* ``MODE_LOGSUMEXP``: nothing into ``out``;
+
+and every mode writes the row's logsumexp of ``x / T`` into ``lse`` when
+``lse`` has a slot per row (pass a zero-length array to skip it). In
+``MODE_LOGSUMEXP`` ``out`` is never written and may be any array with one
+row (lanes: shape ``(1, 1, 1)``) of the input's dtype.
+
+``th, tl`` is ``1/T`` as a double-word (``th + tl``); ``scaled`` is False for
+``T = 1``, which takes the plain path. Rows are split into ``nchunks``
+contiguous chunks, run by ``prange`` in the parallel twin; each chunk
+allocates its scratch once. Every row's result is independent of the
+chunking, so results are bit-identical for any thread count.
+"""
+
+import numpy as np
+from numba import prange, types
+from numba.extending import overload
+
+from ._jit import F64, fma, fmax_nan_dropping, inline, kernel, ld2, ld3, parallel_twin, st2, st3, wide
+from ._rows import (MODE_LOG_SOFTMAX, MODE_LOGSUMEXP, MODE_SOFTMAX, PREFETCH_MAX, SB, SMALL_C,
+                    VB, acc_add, lane_acc, prefetch_row,
+                    cast_like, dw_inverse, log_c_plus_s, neumaier, row_exp_sums, row_max,
+                    special_row, split_like, xload2, xload3)
+from .vmath import exp_shifted, exp_shifted_scaled, log1p_f64, two_sum
+
+
+def row_of(a, i):
+    """a[i] for an array, None for None."""
+
+
+@overload(row_of, inline="always")
+def _row_of(a, i):
+    if isinstance(a, (types.NoneType, types.Omitted)):
+        return lambda a, i: None
+    return lambda a, i: a[i]
+
+
+def lane_of(a, o, k):
+    """a[o, :, k] for an array, None for None."""
+
+
+@overload(lane_of, inline="always")
+def _lane_of(a, o, k):
+    if isinstance(a, (types.NoneType, types.Omitted)):
+        return lambda a, o, k: None
+    return lambda a, o, k: a[o, :, k]
+
+
+@inline
+def _finite(v):
+    return v - v == 0.0
+
+
+KT = 256   # lanes per block of the lanes kernel
+G = 64     # rows per transposed block of the short-row path
+
+
+# ------------------------------------------------------------------ lanes block
+_FINISHED = -(1 << 40)   # below zero whatever the class count adds to it
+
+
+@inline
+def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv, ev):
+    """Lanes [k0, k1) of outer index o: one softmax per lane along axis 1.
+
+    Every loop runs across the lanes, so it vectorises whatever the class
+    count. ``mv`` holds the lane maxima, ``sv[0:2]`` the lane sums (a
+    float64 pair), ``cv`` the count of maxima (negative once a lane is
+    finished: non-finite lanes are finished first, before anything is
+    written, so an in-place call reads them intact), ``ev`` the current
+    exponentials; ``sv[2:4]`` receive ``log(c + s)`` or the double-word
+    ``1 / sum``.
+    """
+    n = x.shape[1]
+    kk = k1 - k0
+    for k in range(kk):
+        mv[k] = xload3(x, mask, o, 0, k0 + k)
+    for c in range(1, n):
+        for k in range(kk):
+            mv[k] = fmax_nan_dropping(mv[k], xload3(x, mask, o, c, k0 + k))
+    for k in range(kk):
+        sv[0, k] = 0.0
+        sv[1, k] = 0.0
+        cv[k] = 0
+    for k in range(kk):
+        if not _finite(mv[k]):
+            if mode != MODE_LOGSUMEXP:
+                outv = out[o, :, k0 + k]
+            else:
+                outv = out[0, :, 0]
+            v = special_row(x[o, :, k0 + k], lane_of(mask, o, k0 + k), outv, mode)
+            if lse.shape[0]:
+                lse[o, k0 + k] = v
+            cv[k] = _FINISHED
+    split = mode != MODE_SOFTMAX
+    for c in range(n):
+        if scaled:
+            for k in range(kk):
+                ev[k] = exp_shifted_scaled(xload3(x, mask, o, c, k0 + k), mv[k], th, tl)
+        else:
+            for k in range(kk):
+                ev[k] = exp_shifted(xload3(x, mask, o, c, k0 + k), mv[k])
+        if split:
+            for k in range(kk):
+                v = ev[k]
+                one = v == 1.0
+                cv[k] += 1 if one else 0
+                h, l_ = lane_acc(ev, sv[0, k], sv[1, k], v if not one else ev[k] * 0)
+                sv[0, k] = h
+                sv[1, k] = l_
+        else:
+            for k in range(kk):
+                if cv[k] >= 0:
+                    st3(out, o, c, k0 + k, ev[k])
+                h, l_ = lane_acc(ev, sv[0, k], sv[1, k], ev[k])
+                sv[0, k] = h
+                sv[1, k] = l_
+    # a NaN somewhere in a lane (an in-place softmax has already overwritten it)
+    for k in range(kk):
+        if cv[k] >= 0 and sv[0, k] != sv[0, k]:
+            if mode != MODE_LOGSUMEXP:
+                for c in range(n):
+                    st3(out, o, c, k0 + k, np.nan)
+            if lse.shape[0]:
+                lse[o, k0 + k] = np.nan
+            cv[k] = _FINISHED
+    # per lane, vectorised: log(c + s), and the double-word 1 / s for softmax
+    for k in range(kk):
+        hi = sv[0, k] + sv[1, k]
+        lo = sv[1, k] - (hi - sv[0, k])
+        if split:
+            cm1 = F64(cv[k] - 1)
+            t, tlo = two_sum(cm1, hi)
+            ell = log1p_f64(t) + (tlo + lo) / (1.0 + t)
+        else:
+            ell = log1p_f64(hi - 1.0) + lo / hi   # hi >= 1: hi - 1 is exact
+            ih, il = dw_inverse(hi, lo)
+            sv[2, k] = ih
+            sv[3, k] = il
+        if split:
+            sv[2, k] = ell
+        if lse.shape[0] and cv[k] >= 0:
+            lse[o, k0 + k] = F64(mv[k]) * (th + tl) + ell
+    if mode == MODE_SOFTMAX:
+        for k in range(kk):
+            h, l_ = split_like(ev, sv[2, k], sv[3, k])
+            ev[k] = h
+            mv[k] = l_          # the maxima are not needed any more
+        for c in range(n):
+            for k in range(kk):
+                if cv[k] >= 0:
+                    e = ld3(out, o, c, k0 + k)
+                    st3(out, o, c, k0 + k, fma(e, ev[k], e * mv[k]))
+    elif mode == MODE_LOG_SOFTMAX:
+        thc = cast_like(ev, th)
+        for k in range(kk):
+            ev[k] = cast_like(ev, sv[2, k])
+        for c in range(n):
+            for k in range(kk):
+                if cv[k] >= 0:
+                    st3(out, o, c, k0 + k, (xload3(x, mask, o, c, k0 + k) - mv[k]) * thc - ev[k])
+
+
+# ------------------------------------------------------------------ rows
+@inline
+def _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch):
+    m = row_max(x, mask, i, n)
+    if not _finite(m):
+        v = special_row(x[i], row_of(mask, i), out[i if mode != MODE_LOGSUMEXP else 0], mode)
+        if lse.shape[0]:
+            lse[i] = v
+        return
+    split = mode != MODE_SOFTMAX
+    if split:
+        hi, lo, c = row_exp_sums(x, mask, i, n, m, th, tl, scaled, True, scratch, 2, False,
+                                 scratch)
+    else:
+        hi, lo, c = row_exp_sums(x, mask, i, n, m, th, tl, scaled, False, out, i, True,
+                                 scratch)
+    if hi != hi:
+        # a NaN among the entries (sweep two may already have overwritten an
+        # in-place input, so the row is not read again): everything is NaN
+        if mode != MODE_LOGSUMEXP:
+            for j in range(n):
+                st2(out, i, j, np.nan)
+        if lse.shape[0]:
+            lse[i] = np.nan
+        return
+    if split:
+        ell = log_c_plus_s(c, hi, lo)
+    else:
+        ell = np.log(hi) + lo / hi
+    if lse.shape[0]:
+        lse[i] = F64(m) * (th + tl) + ell
+    if mode == MODE_SOFTMAX:
+        ih, il = dw_inverse(hi, lo)
+        ch, cl = split_like(out, ih, il)
+        for j in range(n):
+            e = ld2(out, i, j)
+            st2(out, i, j, fma(e, ch, e * cl))
+    elif mode == MODE_LOG_SOFTMAX:
+        ellc = cast_like(out, ell)
+        thc = cast_like(out, th)
+        for j in range(n):
+            st2(out, i, j, (xload2(x, mask, i, j) - m) * thc - ellc)
+
+
+@inline
+def _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv, sv, cv, ev):
+    """Rows [r0, r1) of a short-row array, G rows at a time.
+
+    A row this short would leave the vector lanes mostly idle, so each block
+    of G rows is transposed into ``xs`` (C, G) and run as G lanes of the lanes
+    algorithm (masked entries are copied as -inf), then transposed back.
+    """
+    n = x.shape[1]
+    g_max = xs.shape[2]
+    for b0 in range(r0, r1, g_max):
+        g = min(g_max, r1 - b0)
+        for c in range(n):
+            for k in range(g):
+                st3(xs, 0, c, k, xload2(x, mask, b0 + k, c))
+        _lanes_block(xs, None, 0, 0, g, th, tl, scaled, mode, os, ls, mv, sv, cv, ev)
+        if mode != MODE_LOGSUMEXP:
+            for k in range(g):
+                for c in range(n):
+                    st2(out, b0 + k, c, ld3(os, 0, c, k))
+        if lse.shape[0]:
+            for k in range(g):
+                lse[b0 + k] = ls[0, k]
+
+
+@kernel
+def forward_rows(x, mask, th, tl, out, lse, mode, nchunks):
+    """Softmax family over the rows of a C-contiguous (R, C) array."""
+    wide()
+    R, n = x.shape
+    scaled = not (th == 1.0 and tl == 0.0)
+    for ch in prange(nchunks):
+        r0 = ch * R // nchunks
+        r1 = (ch + 1) * R // nchunks
+        if n >= SMALL_C:
+            scratch = np.empty((3, SB), dtype=x.dtype)
+            for i in range(r0, r1):
+                if i + 1 < r1 and n <= PREFETCH_MAX:
+                    prefetch_row(x, i + 1, n)
+                _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch)
+        elif n > 0:
+            xs = np.empty((1, n, G), dtype=x.dtype)
+            os = np.empty((1, n, G), dtype=x.dtype)
+            ls = np.empty((1, G), dtype=x.dtype)
+            mv = np.empty(G, dtype=x.dtype)
+            ev = np.empty(G, dtype=x.dtype)
+            sv = np.empty((4, G), dtype=np.float64)
+            cv = np.empty(G, dtype=np.int64)
+            _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv, sv,
+                        cv, ev)
+
+
+forward_rows_parallel = parallel_twin(forward_rows)
+
+
+# ------------------------------------------------------------------ lanes
+
+
+@kernel
+def forward_lanes(x, mask, th, tl, out, lse, mode, nchunks):
+    """Softmax family along axis 1 of a C-contiguous (O, C, K) array."""
+    wide()
+    O, n, K = x.shape
+    scaled = not (th == 1.0 and tl == 0.0)
+    nkb = (K + KT - 1) // KT
+    work = O * nkb
+    for ch in prange(nchunks):
+        w0 = ch * work // nchunks
+        w1 = (ch + 1) * work // nchunks
+        mv = np.empty(KT, dtype=x.dtype)
+        ev = np.empty(KT, dtype=x.dtype)
+        sv = np.empty((4, KT), dtype=np.float64)
+        cv = np.empty(KT, dtype=np.int64)
+        for w in range(w0, w1):
+            o = w // nkb
+            k0 = (w % nkb) * KT
+            k1 = min(k0 + KT, K)
+            if n > 0:
+                _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv, ev)
+
+
+forward_lanes_parallel = parallel_twin(forward_lanes)
