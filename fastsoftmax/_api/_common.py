@@ -11,8 +11,6 @@ last, or lanes ``(O, C, K)`` when it is not. No transposed copy is made:
   first copied once into a C-contiguous array of the compute dtype.
 """
 
-import threading
-
 import numba
 import numpy as np
 
@@ -61,6 +59,25 @@ class Plan:
             w = w.T
         return self.kernel_view(np.ascontiguousarray(w))
 
+    def like(self, arr, cdt):
+        """Another array of the input's shape, in the working layout (C-contiguous)."""
+        if self.scalar:
+            arr = arr.reshape(1)
+        if self.transposed:
+            arr = arr.T
+        return np.ascontiguousarray(arr, dtype=cdt)
+
+    def batch_like(self, arr, dtype):
+        """A per-sample array (the input's shape without the axis), working layout."""
+        if self.scalar:
+            arr = arr.reshape(())
+        if self.transposed:
+            arr = arr.T
+        arr = np.ascontiguousarray(arr, dtype=dtype)
+        if self.inner == 1:
+            return arr.reshape(self.outer)
+        return arr.reshape(self.outer, self.inner)
+
     def batch_shape(self):
         """Shape of the per-row results in the working layout."""
         s = self.work.shape
@@ -89,13 +106,14 @@ def user_axis(axis, ndim):
     return normalize_axis(axis, ndim)
 
 
-def target_for(out, plan, result_shape, cdt, rdt):
+def target_for(out, plan, result_shape, cdt, rdt, others=()):
     """Where the kernel writes: ``(kernel array in working layout, finish)``.
 
     ``finish(arr)`` turns the kernel's array into the value to return. When
     ``out`` can be written directly (same dtype as computed, contiguous in the
-    working layout, not partially overlapping the input) the kernel writes
-    into it; otherwise into a fresh array that is then copied into ``out``.
+    working layout, not partially overlapping the input or ``others``, the
+    other working arrays the kernel reads) the kernel writes into it;
+    otherwise into a fresh array that is then copied into ``out``.
     """
     if out is not None:
         check_out(out, result_shape, rdt)
@@ -103,8 +121,8 @@ def target_for(out, plan, result_shape, cdt, rdt):
             ow = out.T if plan.transposed else out
             if plan.scalar:
                 ow = ow.reshape(1)
-            if ow.flags.c_contiguous and (_same_memory(ow, plan.work)
-                                          or not np.may_share_memory(ow, plan.work)):
+            if ow.flags.c_contiguous and all(_same_memory(ow, w) or not np.may_share_memory(ow, w)
+                                             for w in (plan.work,) + tuple(others)):
                 return ow, lambda arr: out
 
         def finish_copy(arr):
@@ -150,3 +168,12 @@ def run(serial, parallel, size, *args):
             parallel(*args, nthreads)
     else:
         serial(*args, 1)
+
+
+def run_blocks(serial, parallel, size, *args):
+    """Run a kernel that parallelises over fixed blocks (no chunk-count argument)."""
+    if size >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1:
+        with _threads.parallel_guard():
+            parallel(*args)
+    else:
+        serial(*args)

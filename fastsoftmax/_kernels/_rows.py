@@ -33,8 +33,8 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from ._jit import (FAST, F64, exact, fma, fmax_nan_dropping, inline, ld2, ld3, prefetch2, st2,
-                   wide)
+from ._jit import (FAST, F64, exact, fma, fmax_nan_dropping, inline, ld1, ld2, ld3, prefetch2,
+                   st2, wide)
 from .vmath import exp_shifted, exp_shifted_scaled
 
 SB = 1024        # superblock: exponentials kept in L1 between sweeps
@@ -64,11 +64,17 @@ def unmasked(mask, j):
     """True when entry j of a 1-D mask view is kept (always, for no mask)."""
 
 
+# Tiny helpers are compiled as functions of their own and left to LLVM to
+# inline: Numba-level inlining of branchy helpers into loops trips its
+# internal SSA checks (NumbaIRAssumptionWarning).
+_SMALL_OPTS = dict(fastmath=set(FAST), error_model="numpy", nogil=True)
+
+
 def _neg_inf_of(arr):
     return np.dtype(str(arr.dtype)).type(-np.inf)
 
 
-@overload(xload2, inline="always")
+@overload(xload2, jit_options=_SMALL_OPTS)
 def _xload2(x, mask, i, j):
     if isinstance(mask, (types.NoneType, types.Omitted)):
         return lambda x, mask, i, j: ld2(x, i, j)
@@ -80,7 +86,7 @@ def _xload2(x, mask, i, j):
     return impl
 
 
-@overload(xload3, inline="always")
+@overload(xload3, jit_options=_SMALL_OPTS)
 def _xload3(x, mask, o, c, k):
     if isinstance(mask, (types.NoneType, types.Omitted)):
         return lambda x, mask, o, c, k: ld3(x, o, c, k)
@@ -262,6 +268,50 @@ def _lane_acc(like, sh, sl, v):
             return sh + h, sl + l_
         return impl64
     return lambda like, sh, sl, v: (sh + F64(v), sl)
+
+
+@exact
+def split_at(v, magic):
+    """v as hi + lo, hi rounded to the grid of ``magic`` (magic-number rounding)."""
+    hi = (v + magic) - magic
+    return hi, v - hi
+
+
+@exact
+def grid_magic(mx):
+    """1.5 * 2**(e + 26) for 2**(e-1) <= mx < 2**e: splitting at its grid leaves
+    multiples of 2**(e - 26) that add up exactly (up to 2**27 of them); 0.0
+    when mx is 0, not finite or too large for the trick."""
+    if not (mx > 0.0 and mx < 1e290):
+        return 0.0
+    f, e = math.frexp(mx)
+    return math.ldexp(1.5, e + 26)
+
+
+@inline
+def accurate_sum1(a, lo, hi):
+    """sum(a[lo:hi]) of a float64 array, to a few units of roundoff of the result.
+
+    The entries are split at a grid fixed by their largest magnitude: the
+    grid parts add up exactly in any order, and the remainders are 2**-26
+    smaller, so the vectorised (reordered) sum loses nothing that matters.
+    NaN and inf propagate as in a plain sum.
+    """
+    mx = 0.0
+    for j in range(lo, hi):
+        mx = fmax_nan_dropping(mx, abs(ld1(a, j)))
+    magic = grid_magic(mx)
+    sh = 0.0
+    sl = 0.0
+    if magic == 0.0:
+        for j in range(lo, hi):
+            sh += ld1(a, j)
+    else:
+        for j in range(lo, hi):
+            h, l_ = split_at(ld1(a, j), magic)
+            sh += h
+            sl += l_
+    return sh, sl
 
 
 @overload(acc_add, inline="always")

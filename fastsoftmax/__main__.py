@@ -1,0 +1,6 @@
+"""``python -m fastsoftmax {demo,bench,info,warmup}``."""
+
+from ._cli import main
+
+if __name__ == "__main__":
+    main()

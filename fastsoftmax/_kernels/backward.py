@@ -1,0 +1,132 @@
+"""Vector-Jacobian products of softmax and log-softmax, from the forward output.
+
+* ``softmax_backward``:     ``out = y * (g - sum(g * y))``
+* ``log_softmax_backward``: ``out = g - exp(y) * sum(g)``
+
+Everything is computed in float64 (float32 data is rounded once at the end).
+For float64 data the row sums are taken accurately: each product ``g*y`` is
+split exactly into its rounded value and its FMA residual, and the rounded
+values are summed on a grid fixed by their largest magnitude (see
+``_rows.accurate_sum1``), so cancellation in ``g - sum`` is the only error
+left, as in any correct implementation.
+"""
+
+import numpy as np
+from numba import prange, types
+from numba.extending import overload
+
+from ._jit import (FAST, F64, fma, fmax_nan_dropping, inline, kernel, ld2, ld3, parallel_twin,
+                   st2, st3, wide)
+from ._rows import acc_add, grid_magic, split_at
+from .vmath import exp_core
+
+_EXP_MAX = 709.78
+
+
+@inline
+def _exp_any(q):
+    """exp of a float64 of any size (inf above the overflow threshold)."""
+    return np.inf if q > _EXP_MAX else exp_core(q, 0.0)
+
+
+def row_dot(g, y, i, n, prod):
+    """sum_j g[i, j] * (y[i, j] if prod else 1) as a float64 pair (hi, lo)."""
+
+
+def _is_f64(a):
+    return isinstance(a, types.Array) and a.dtype == types.float64
+
+
+@overload(row_dot, jit_options=dict(fastmath=set(FAST), error_model="numpy", nogil=True))
+def _row_dot(g, y, i, n, prod):
+    if _is_f64(g) or _is_f64(y):
+        def impl64(g, y, i, n, prod):
+            wide()
+            mx = 0.0
+            for j in range(n):
+                v = F64(ld2(g, i, j)) * (F64(ld2(y, i, j)) if prod else 1.0)
+                mx = fmax_nan_dropping(mx, abs(v))
+            magic = grid_magic(mx)
+            sh = 0.0
+            sl = 0.0
+            for j in range(n):
+                gv = F64(ld2(g, i, j))
+                yv = F64(ld2(y, i, j)) if prod else 1.0
+                p = gv * yv
+                pe = fma(gv, yv, -p)
+                if magic == 0.0:
+                    sh += p
+                    sl += pe
+                else:
+                    h, l_ = split_at(p, magic)
+                    sh += h
+                    sl += l_ + pe
+            return sh, sl
+        return impl64
+
+    def impl(g, y, i, n, prod):     # float32: products are exact in float64
+        wide()
+        s = 0.0
+        for j in range(n):
+            s += F64(ld2(g, i, j)) * (F64(ld2(y, i, j)) if prod else 1.0)
+        return s, 0.0
+    return impl
+
+
+@kernel
+def backward_rows(g, y, out, mode, nchunks):
+    """mode 0: softmax_backward; mode 1: log_softmax_backward; (R, C) rows."""
+    wide()
+    R, n = g.shape
+    for ch in prange(nchunks):
+        r0 = ch * R // nchunks
+        r1 = (ch + 1) * R // nchunks
+        for i in range(r0, r1):
+            if mode == 0:
+                dh, dl = row_dot(g, y, i, n, True)
+                for j in range(n):
+                    st2(out, i, j, F64(ld2(y, i, j)) * ((F64(ld2(g, i, j)) - dh) - dl))
+            else:
+                sh, sl = row_dot(g, y, i, n, False)
+                for j in range(n):
+                    e = _exp_any(F64(ld2(y, i, j)))
+                    st2(out, i, j, F64(ld2(g, i, j)) - (e * sh + e * sl))
+
+
+backward_rows_parallel = parallel_twin(backward_rows)
+
+
+@kernel
+def backward_lanes(g, y, out, mode, nchunks):
+    """As backward_rows along axis 1 of (O, C, K) arrays (lanes vectorised)."""
+    wide()
+    O, n, K = g.shape
+    for ch in prange(nchunks):
+        o0 = ch * O // nchunks
+        o1 = (ch + 1) * O // nchunks
+        s = np.empty(K)
+        comp = np.empty(K)
+        for o in range(o0, o1):
+            for k in range(K):
+                s[k] = 0.0
+                comp[k] = 0.0
+            for c in range(n):
+                for k in range(K):
+                    gv = F64(ld3(g, o, c, k))
+                    yv = F64(ld3(y, o, c, k)) if mode == 0 else 1.0
+                    p = gv * yv
+                    a, b = acc_add(out, s[k], comp[k], p)
+                    s[k] = a
+                    comp[k] = b + fma(gv, yv, -p)
+            for c in range(n):
+                for k in range(K):
+                    gv = F64(ld3(g, o, c, k))
+                    yv = F64(ld3(y, o, c, k))
+                    if mode == 0:
+                        st3(out, o, c, k, yv * ((gv - s[k]) - comp[k]))
+                    else:
+                        e = _exp_any(yv)
+                        st3(out, o, c, k, gv - (e * s[k] + e * comp[k]))
+
+
+backward_lanes_parallel = parallel_twin(backward_lanes)

@@ -1,0 +1,614 @@
+"""Cross-entropy with its gradient in one pass, and NLL.
+
+Per sample (one row, or one lane of an ``(O, C, K)`` array), with ``W_c`` the
+class weights (1 without ``weight``), ``eps`` the label smoothing, ``m`` the
+maximum logit, ``L = log(c + s)`` (see ``_rows``), ``lse = m + L`` and
+``-log p_c = (m - x_c) + L``:
+
+* index target ``t`` (``ignore`` skips the sample)::
+
+      ce = (1 - eps) W_t (-log p_t) + eps / C * sum_c W_c (-log p_c)
+
+* distribution target ``q`` (smoothed ``q' = (1 - eps) q + eps / C``)::
+
+      ce = sum_c W_c q'_c (-log p_c)
+
+* every sample adds ``z * lse**2``.
+
+A term whose mass (``(1 - eps) W_t``, ``eps W_c / C`` or ``W_c q'_c``) is
+exactly zero contributes zero even where ``-log p_c`` is infinite. The sums
+``sum_c W_c (m - x_c)`` are sums of non-negative terms (no cancellation), so a
+loss of 1e-13 keeps its digits: ``-log p_t = (m - x_t) + log1p(s)``.
+
+Gradient (``alpha`` scales the ce part, ``beta`` the z part; both already hold
+``grad_output`` and the "mean" divisor)::
+
+    g_j = alpha * (M p_j - mass_j) + 2 beta z lse p_j,  M = sum_c mass_c
+
+with ``p_j = e_j / (c + s)``. At an index target the term ``p_t - 1`` is taken
+as ``-(1 - p_t)`` with ``1 - p_t = s / (c + s)`` when the target is the single
+maximum, so a confident correct prediction keeps an accurate gradient.
+
+Everything is accumulated in float64. "mean"/"sum" reductions are written to
+per-block partial sums (``ROWS_PER_BLOCK`` samples per block, whatever the
+thread count), which the caller adds in a fixed order: reductions are
+bit-identical for any number of threads.
+"""
+
+import math
+
+import numpy as np
+from numba import prange
+
+from ._jit import F64, inline, kernel, ld2, ld3, parallel_twin, st2, st3, wide, fmax_nan_dropping
+from ._rows import (SB, SMALL_C, cast_like, lane_acc, log_c_plus_s, neumaier, row_exp_sums,
+                    row_max)
+from .vmath import exp_shifted, log1p_f64, two_sum
+
+KIND_INDEX = 0
+KIND_DIST = 1
+ROWS_PER_BLOCK = 256
+G = 64            # samples per transposed block of the short-row path
+KT = 256          # lanes per block of the lanes kernel
+_DONE = -(1 << 40)   # a finished lane's count: stays negative whatever is added
+
+
+@inline
+def _finite(v):
+    return v - v == 0.0
+
+
+@inline
+def _weight(weight, c):
+    return weight[c] if weight.shape[0] else 1.0
+
+
+@inline
+def _mass_dist(weight, tq, i, c, eps, inv_n):
+    """W_c q'_c for a row target (eps mixes in the uniform distribution)."""
+    q = F64(ld2(tq, i, c))
+    if eps != 0.0:
+        q = (1.0 - eps) * q + eps * inv_n
+    return _weight(weight, c) * q
+
+
+@inline
+def _xlogterm(mass, nlp):
+    """mass * (-log p), zero when the mass is zero (even if -log p is inf)."""
+    return 0.0 if mass == 0.0 else mass * nlp
+
+
+# ---------------------------------------------------------------- special rows
+@inline
+def _special_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, alpha, beta):
+    """A row whose maximum is +inf, -inf or NaN: SPEC §4's limits.
+
+    -log p_c is log k at the k entries equal to +inf and +inf elsewhere; +inf
+    everywhere for a row of only -inf; NaN for a NaN row. p follows the
+    softmax table (1/k at the +inf entries; all 0 for -inf rows).
+    """
+    nan = False
+    k = 0
+    for c in range(n):
+        v = ld2(x, i, c)
+        if v != v:
+            nan = True
+        elif v == np.inf:
+            k += 1
+    if nan:
+        if want_grad:
+            for c in range(n):
+                st2(grad, i, c, np.nan)
+        return np.nan, np.nan
+    lse = np.inf if k > 0 else -np.inf
+    logk = math.log(k) if k > 0 else 0.0
+    inv_n = 1.0 / n
+    ce = 0.0
+    msum = 0.0
+    for c in range(n):
+        nlp = logk if (k > 0 and ld2(x, i, c) == np.inf) else np.inf
+        if kind == 0:
+            mass = eps * inv_n * _weight(weight, c)
+            if c == t:
+                mass += (1.0 - eps) * _weight(weight, c)
+        else:
+            mass = _mass_dist(weight, tq, i, c, eps, inv_n)
+        ce += _xlogterm(mass, nlp)
+        msum += mass
+    zp = z * lse * lse if z != 0.0 else 0.0
+    if want_grad:
+        for c in range(n):
+            p = 1.0 / k if (k > 0 and ld2(x, i, c) == np.inf) else 0.0
+            if kind == 0:
+                mass = eps * inv_n * _weight(weight, c)
+                if c == t:
+                    mass += (1.0 - eps) * _weight(weight, c)
+            else:
+                mass = _mass_dist(weight, tq, i, c, eps, inv_n)
+            g = alpha * (msum * p - mass)
+            if z != 0.0 and p != 0.0:
+                g += 2.0 * beta * z * lse * p
+            st2(grad, i, c, g)
+    return ce, zp
+
+
+# ---------------------------------------------------------------- wide rows
+@inline
+def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, alpha, beta,
+                 scratch):
+    """One row, C >= SMALL_C. Returns (ce, z part) in float64."""
+    inv_n = 1.0 / n
+    xt = ld2(x, i, t) if kind == 0 else ld2(x, i, 0)
+    m = row_max(x, None, i, n)
+    if not _finite(m):
+        return _special_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad,
+                            alpha, beta)
+    mf = F64(m)
+    # the weighted sums of (m - x_c) first (an in-place grad overwrites x next)
+    wd = 0.0          # sum_c mass_c (m - x_c)  (index targets: sum_c W_c (m - x_c))
+    wdc = 0.0
+    qs = 0.0          # sum_c mass_c            (distribution targets)
+    qsc = 0.0
+    if kind == 0 and eps != 0.0:
+        for a in range(0, n, SB):
+            ws = 0.0
+            for c in range(a, min(a + SB, n)):
+                ws += _xlogterm(_weight(weight, c), mf - F64(ld2(x, i, c)))
+            wd, wdc = neumaier(wd, wdc, ws)
+    elif kind == 1:
+        for a in range(0, n, SB):
+            ws = 0.0
+            qq = 0.0
+            for c in range(a, min(a + SB, n)):
+                mass = _mass_dist(weight, tq, i, c, eps, inv_n)
+                ws += _xlogterm(mass, mf - F64(ld2(x, i, c)))
+                qq += mass
+            wd, wdc = neumaier(wd, wdc, ws)
+            qs, qsc = neumaier(qs, qsc, qq)
+    # sweep two: the exponentials into grad (or a scratch row) and their sums
+    if want_grad:
+        s, sc, cnt = row_exp_sums(x, None, i, n, m, m, m, False, True, grad, i, True, scratch)
+    else:
+        s, sc, cnt = row_exp_sums(x, None, i, n, m, m, m, False, True, scratch, 2, False,
+                                  scratch)
+    if s != s:
+        if want_grad:
+            for c in range(n):
+                st2(grad, i, c, np.nan)
+        return np.nan, np.nan
+    shi = s
+    slo = sc
+    ell = log_c_plus_s(cnt, shi, slo)
+    lse = mf + ell
+    wsum_q = qs + qsc if kind == 1 else wsum
+    wd = wd + wdc
+    # the loss
+    if kind == 0:
+        wt = _weight(weight, t)
+        ce = _xlogterm((1.0 - eps) * wt, (mf - F64(xt)) + ell)
+        if eps != 0.0:
+            ce += eps * inv_n * (ell * wsum + wd)
+    else:
+        ce = ell * wsum_q + wd
+    zp = z * lse * lse
+    if not want_grad:
+        return ce, zp
+    # sweep three: the gradient, from the stored exponentials
+    tot = F64(cnt) + shi
+    inv = 1.0 / tot
+    zc = 2.0 * beta * z * lse
+    if kind == 0:
+        wt = _weight(weight, t)
+        mt = (1.0 - eps) * wt
+        msum = mt + eps * inv_n * wsum
+        k1 = (alpha * msum + zc) * inv
+        ew = alpha * eps * inv_n
+        if ew != 0.0 and weight.shape[0]:
+            for c in range(n):
+                st2(grad, i, c, F64(ld2(grad, i, c)) * k1 - ew * weight[c])
+        elif ew != 0.0:
+            for c in range(n):
+                st2(grad, i, c, F64(ld2(grad, i, c)) * k1 - ew)
+        else:
+            for c in range(n):
+                st2(grad, i, c, F64(ld2(grad, i, c)) * k1)
+        # the target entry: p_t - 1 = -(1 - p_t), 1 - p_t without cancellation
+        et = F64(exp_shifted(xt, m))
+        pt = et * inv
+        qt = shi * inv if (et == 1.0 and cnt == 1) else 1.0 - pt
+        gt = alpha * (-mt * qt + eps * inv_n * (wsum * pt - wt)) + zc * pt
+        st2(grad, i, t, gt)
+    else:
+        k1 = (alpha * wsum_q + zc) * inv
+        for c in range(n):
+            mass = _mass_dist(weight, tq, i, c, eps, inv_n)
+            st2(grad, i, c, F64(ld2(grad, i, c)) * k1 - alpha * mass)
+    return ce, zp
+
+
+# ---------------------------------------------------------------- lanes
+@inline
+def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
+              av, bv, ignore, ce_out, zp_out, fv, sv, iv, ev):
+    """Samples k0..k1 of outer index o of an (O, C, K) array (one lane each).
+
+    ``tl[k]``: index targets of the lanes (int64); ``tq``: distribution targets
+    in the logits' layout; ``av``/``bv``: per-lane alpha/beta; results go to
+    ``ce_out[k]``/``zp_out[k]`` (float64, lane-relative). ``fv`` (9, KT)
+    float64, ``sv`` (KT,) float, ``iv`` (2, KT) int64 and ``ev`` (KT,) float
+    are scratch. Lanes whose target is ``ignore`` give zeros.
+    """
+    n = x.shape[1]
+    kk = k1 - k0
+    inv_n = 1.0 / n
+    # fv rows: 0 s, 1 s comp, 2 wd, 3 qs, 4 ell, 5 lse, 6 inv, 7 xt/et, 8 k1
+    # iv rows: 0 count of ones (negative: finished), 1 target
+    for k in range(kk):
+        sv[k] = ld3(x, o, 0, k0 + k)
+    for c in range(1, n):
+        for k in range(kk):
+            sv[k] = fmax_nan_dropping(sv[k], ld3(x, o, c, k0 + k))
+    for k in range(kk):
+        for r in range(9):
+            fv[r, k] = 0.0
+        iv[0, k] = 0
+        ce_out[k] = 0.0
+        zp_out[k] = 0.0
+        t = tl[k] if kind == 0 else 0
+        iv[1, k] = t
+        if kind == 0 and t == ignore:
+            iv[0, k] = _DONE
+            if want_grad:
+                for c in range(n):
+                    st3(grad, o, c, k0 + k, 0.0)
+            continue
+        if kind == 0:
+            fv[7, k] = F64(ld3(x, o, t, k0 + k))
+        if not _finite(sv[k]):
+            # rare: finish the lane through the row routine on a copy
+            iv[0, k] = _DONE
+            ce_v, zp_v = _special_lane(x, o, k0 + k, n, kind, t, tq, weight, wsum, eps, z,
+                                       want_grad, grad, av[k], bv[k])
+            ce_out[k] = ce_v
+            zp_out[k] = zp_v
+    need_wsum = kind == 1 or eps != 0.0
+    for c in range(n):
+        wc = _weight(weight, c)
+        if need_wsum:
+            if kind == 0:
+                for k in range(kk):
+                    fv[2, k] += _xlogterm(wc, F64(sv[k]) - F64(ld3(x, o, c, k0 + k)))
+            else:
+                for k in range(kk):
+                    q = F64(ld3(tq, o, c, k0 + k))
+                    if eps != 0.0:
+                        q = (1.0 - eps) * q + eps * inv_n
+                    mass = wc * q
+                    fv[2, k] += _xlogterm(mass, F64(sv[k]) - F64(ld3(x, o, c, k0 + k)))
+                    fv[3, k] += mass
+        for k in range(kk):
+            ev[k] = exp_shifted(ld3(x, o, c, k0 + k), sv[k])
+        if want_grad:
+            for k in range(kk):
+                if iv[0, k] >= 0:
+                    st3(grad, o, c, k0 + k, ev[k])
+        for k in range(kk):
+            v = ev[k]
+            one = v == 1.0
+            iv[0, k] += 1 if one else 0
+            h, l_ = lane_acc(ev, fv[0, k], fv[1, k], 0.0 if one else F64(v))
+            fv[0, k] = h
+            fv[1, k] = l_
+    # per lane, vectorised
+    for k in range(kk):
+        cnt = iv[0, k]
+        hi = fv[0, k] + fv[1, k]
+        lo = fv[1, k] - (hi - fv[0, k])
+        t2, tlo = two_sum(F64(cnt - 1), hi)
+        ell = log1p_f64(t2) + (tlo + lo) / (1.0 + t2)
+        mf = F64(sv[k])
+        lse = mf + ell
+        fv[4, k] = ell
+        fv[5, k] = lse
+        fv[6, k] = 1.0 / (F64(cnt) + hi)
+        fv[0, k] = hi
+        if kind == 0:
+            wt = _weight(weight, iv[1, k])
+            ce = _xlogterm((1.0 - eps) * wt, (mf - fv[7, k]) + ell)
+            if eps != 0.0:
+                ce += eps * inv_n * (ell * wsum + fv[2, k])
+        else:
+            ce = ell * fv[3, k] + fv[2, k]
+        if cnt >= 0:
+            ce_out[k] = ce
+            zp_out[k] = z * lse * lse
+    # lanes with a NaN
+    for k in range(kk):
+        if iv[0, k] >= 0 and fv[0, k] != fv[0, k]:
+            iv[0, k] = _DONE
+            ce_out[k] = np.nan
+            zp_out[k] = np.nan
+            if want_grad:
+                for c in range(n):
+                    st3(grad, o, c, k0 + k, np.nan)
+    if not want_grad:
+        return
+    for k in range(kk):
+        zc = 2.0 * bv[k] * z * fv[5, k]
+        if kind == 0:
+            wt = _weight(weight, iv[1, k])
+            msum = (1.0 - eps) * wt + eps * inv_n * wsum
+        else:
+            msum = fv[3, k]
+        fv[8, k] = (av[k] * msum + zc) * fv[6, k]
+    for c in range(n):
+        wc = _weight(weight, c)
+        for k in range(kk):
+            if iv[0, k] >= 0:
+                g = F64(ld3(grad, o, c, k0 + k)) * fv[8, k]
+                if kind == 0:
+                    g -= av[k] * eps * inv_n * wc
+                else:
+                    q = F64(ld3(tq, o, c, k0 + k))
+                    if eps != 0.0:
+                        q = (1.0 - eps) * q + eps * inv_n
+                    g -= av[k] * wc * q
+                st3(grad, o, c, k0 + k, g)
+    if kind == 0:
+        for k in range(kk):
+            if iv[0, k] >= 0:
+                t = iv[1, k]
+                wt = _weight(weight, t)
+                mt = (1.0 - eps) * wt
+                et = F64(exp_shifted(cast_like(ev, fv[7, k]), sv[k]))
+                inv = fv[6, k]
+                pt = et * inv
+                qt = fv[0, k] * inv if (et == 1.0 and iv[0, k] == 1) else 1.0 - pt
+                zc = 2.0 * bv[k] * z * fv[5, k]
+                gt = av[k] * (-mt * qt + eps * inv_n * (wsum * pt - wt)) + zc * pt
+                st3(grad, o, t, k0 + k, gt)
+
+
+@inline
+def _special_lane(x, o, kk, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, alpha,
+                  beta):
+    """A non-finite lane: copied into rows and run through _special_row."""
+    xr = np.empty((1, n), dtype=x.dtype)
+    qr = np.empty((1, n), dtype=tq.dtype)
+    gr = np.empty((1, n), dtype=grad.dtype)
+    for c in range(n):
+        xr[0, c] = ld3(x, o, c, kk)
+        if kind == 1:
+            qr[0, c] = ld3(tq, o, c, kk)
+    ce, zp = _special_row(xr, 0, n, kind, t, qr, weight, wsum, eps, z, want_grad, gr, alpha,
+                          beta)
+    if want_grad:
+        for c in range(n):
+            st3(grad, o, c, kk, gr[0, c])
+    return ce, zp
+
+
+# ---------------------------------------------------------------- kernels
+@inline
+def _row_scales(gscale, i, alpha, beta):
+    if gscale.shape[0]:
+        g = gscale[i]
+        return alpha * g, beta * g
+    return alpha, beta
+
+
+@inline
+def _emit(ce, zp, i, loss_rows, part, blk):
+    """Per-sample loss (reduction "none") or the block's partial sums."""
+    if loss_rows.shape[0]:
+        loss_rows[i] = ce + zp
+    else:
+        a, b = neumaier(part[blk, 0], part[blk, 1], ce)
+        part[blk, 0] = a
+        part[blk, 1] = b
+        a, b = neumaier(part[blk, 2], part[blk, 3], zp)
+        part[blk, 2] = a
+        part[blk, 3] = b
+
+
+@kernel
+def ce_rows(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, gscale, alpha,
+            beta, loss_rows, part):
+    """Cross-entropy over the rows of a C-contiguous (R, C) array.
+
+    ``tidx`` (R,) int64 index targets (kind 0) or ``tq`` (R, C) distribution
+    targets (kind 1); ``weight`` (C,) float64 or empty; ``wsum`` its sum (C
+    without weights); ``gscale`` per-row grad_output (reduction "none") or
+    empty; ``alpha``/``beta`` the scales of the ce and z parts. Writes the
+    gradient into ``grad`` (may be ``x``) when ``want_grad``, the per-row
+    loss into ``loss_rows`` when it is not empty, else partial sums into
+    ``part`` (one row of 4 per ROWS_PER_BLOCK samples).
+    """
+    wide()
+    R, n = x.shape
+    nblk = (R + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
+    for blk in prange(nblk):
+        r0 = blk * ROWS_PER_BLOCK
+        r1 = min(r0 + ROWS_PER_BLOCK, R)
+        part[blk, 0] = 0.0
+        part[blk, 1] = 0.0
+        part[blk, 2] = 0.0
+        part[blk, 3] = 0.0
+        if n >= SMALL_C:
+            scratch = np.empty((3, SB), dtype=x.dtype)
+            for i in range(r0, r1):
+                t = tidx[i] if kind == 0 else 0
+                if kind == 0 and t == ignore:
+                    if want_grad:
+                        for c in range(n):
+                            st2(grad, i, c, 0.0)
+                    _emit(0.0, 0.0, i, loss_rows, part, blk)
+                    continue
+                a_i, b_i = _row_scales(gscale, i, alpha, beta)
+                ce, zp = _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad,
+                                      grad, a_i, b_i, scratch)
+                _emit(ce, zp, i, loss_rows, part, blk)
+        else:
+            # short rows: G samples at a time, transposed into lanes
+            xs = np.empty((1, n, G), dtype=x.dtype)
+            qs = np.empty((1, n, G) if kind == 1 else (1, 1, 1), dtype=tq.dtype)
+            gs = np.empty((1, n, G), dtype=x.dtype)
+            tl = np.empty(G, dtype=np.int64)
+            av = np.empty(G)
+            bv = np.empty(G)
+            ce_o = np.empty(G)
+            zp_o = np.empty(G)
+            fv = np.empty((9, G))
+            sv = np.empty(G, dtype=x.dtype)
+            iv = np.empty((2, G), dtype=np.int64)
+            ev = np.empty(G, dtype=x.dtype)
+            for b0 in range(r0, r1, G):
+                g = min(G, r1 - b0)
+                for c in range(n):
+                    for k in range(g):
+                        st3(xs, 0, c, k, ld2(x, b0 + k, c))
+                if kind == 1:
+                    for c in range(n):
+                        for k in range(g):
+                            st3(qs, 0, c, k, ld2(tq, b0 + k, c))
+                for k in range(g):
+                    tl[k] = tidx[b0 + k] if kind == 0 else 0
+                    a_i, b_i = _row_scales(gscale, b0 + k, alpha, beta)
+                    av[k] = a_i
+                    bv[k] = b_i
+                _ce_lanes(xs, 0, 0, g, kind, tl, qs, weight, wsum, eps, z, want_grad, gs,
+                          av, bv, ignore, ce_o, zp_o, fv, sv, iv, ev)
+                if want_grad:
+                    for k in range(g):
+                        for c in range(n):
+                            st2(grad, b0 + k, c, ld3(gs, 0, c, k))
+                for k in range(g):
+                    _emit(ce_o[k], zp_o[k], b0 + k, loss_rows, part, blk)
+
+
+ce_rows_parallel = parallel_twin(ce_rows)
+
+
+@kernel
+def ce_lanes(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, gscale, alpha,
+             beta, loss_rows, part):
+    """Cross-entropy along axis 1 of a C-contiguous (O, C, K) array.
+
+    ``tidx`` (O, K) int64; ``tq`` (O, C, K); ``gscale`` (O, K) or empty;
+    ``loss_rows`` (O, K) or empty; ``part`` one row per (o, lane block).
+    Otherwise as ``ce_rows``.
+    """
+    wide()
+    O, n, K = x.shape
+    nkb = (K + KT - 1) // KT
+    for w in prange(O * nkb):
+        o = w // nkb
+        k0 = (w % nkb) * KT
+        k1 = min(k0 + KT, K)
+        kk = k1 - k0
+        tl = np.empty(KT, dtype=np.int64)
+        av = np.empty(KT)
+        bv = np.empty(KT)
+        ce_o = np.empty(KT)
+        zp_o = np.empty(KT)
+        fv = np.empty((9, KT))
+        sv = np.empty(KT, dtype=x.dtype)
+        iv = np.empty((2, KT), dtype=np.int64)
+        ev = np.empty(KT, dtype=x.dtype)
+        for k in range(kk):
+            tl[k] = tidx[o, k0 + k] if kind == 0 else 0
+            if gscale.shape[0]:
+                av[k] = alpha * gscale[o, k0 + k]
+                bv[k] = beta * gscale[o, k0 + k]
+            else:
+                av[k] = alpha
+                bv[k] = beta
+        _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad, av, bv,
+                  ignore, ce_o, zp_o, fv, sv, iv, ev)
+        part[w, 0] = 0.0
+        part[w, 1] = 0.0
+        part[w, 2] = 0.0
+        part[w, 3] = 0.0
+        for k in range(kk):
+            if loss_rows.shape[0]:
+                loss_rows[o, k0 + k] = ce_o[k] + zp_o[k]
+            else:
+                a, b = neumaier(part[w, 0], part[w, 1], ce_o[k])
+                part[w, 0] = a
+                part[w, 1] = b
+                a, b = neumaier(part[w, 2], part[w, 3], zp_o[k])
+                part[w, 2] = a
+                part[w, 3] = b
+
+
+ce_lanes_parallel = parallel_twin(ce_lanes)
+
+
+# ---------------------------------------------------------------- targets
+@kernel
+def scan_targets(t, ignore, n, weight):
+    """One pass over index targets: (first bad position or -1, valid count, sum of W_t).
+
+    ``t`` is a flat int64 array. The weight sum is Neumaier-compensated and
+    taken in index order, so it does not depend on threads.
+    """
+    bad = -1
+    cnt = 0
+    s = 0.0
+    comp = 0.0
+    for i in range(t.shape[0]):
+        v = t[i]
+        if v == ignore:
+            continue
+        if v < 0 or v >= n:
+            bad = i
+            break
+        cnt += 1
+        w = weight[v] if weight.shape[0] else 1.0
+        s, comp = neumaier(s, comp, w)
+    return bad, cnt, s + comp
+
+
+# ---------------------------------------------------------------- NLL
+@kernel
+def nll_index(lp, tidx, weight, ignore, loss):
+    """loss[i] = -W_t lp[i, t] (0 for ignored samples and zero weights).
+
+    ``lp`` is (R, C) or (O, C, K) viewed through ``tidx`` of shape (R,) or
+    (O, K); here rows only: the caller passes (R, C) and (R,).
+    """
+    for i in range(lp.shape[0]):
+        t = tidx[i]
+        if t == ignore:
+            loss[i] = 0.0
+            continue
+        w = weight[t] if weight.shape[0] else 1.0
+        loss[i] = _xlogterm(w, -F64(lp[i, t]))
+
+
+@kernel
+def nll_index_lanes(lp, tidx, weight, ignore, loss):
+    """nll_index for (O, C, K) log-probabilities and (O, K) targets."""
+    O, n, K = lp.shape
+    for o in range(O):
+        for k in range(K):
+            t = tidx[o, k]
+            if t == ignore:
+                loss[o, k] = 0.0
+                continue
+            w = weight[t] if weight.shape[0] else 1.0
+            loss[o, k] = _xlogterm(w, -F64(lp[o, t, k]))
+
+
+@kernel
+def nll_dist(lp, tq, weight, loss):
+    """loss[i] = -sum_c W_c q_c lp[i, c] over rows (zero-mass terms are 0)."""
+    wide()
+    R, n = lp.shape
+    for i in range(R):
+        s = 0.0
+        comp = 0.0
+        for c in range(n):
+            mass = _weight(weight, c) * F64(ld2(tq, i, c))
+            s, comp = neumaier(s, comp, _xlogterm(mass, -F64(ld2(lp, i, c))))
+        loss[i] = s + comp
