@@ -18,6 +18,7 @@ from ._api.backward import log_softmax_backward, softmax_backward  # noqa: E402
 from ._api.binary import (binary_cross_entropy_with_grad,  # noqa: E402
                           binary_cross_entropy_with_logits)
 from ._api.forward import log_softmax, logsumexp, softmax, softmax_jacobian  # noqa: E402
+from ._api.linear import linear_cross_entropy  # noqa: E402
 
 from ._api.losses import cross_entropy, cross_entropy_with_grad, nll_loss  # noqa: E402
 from ._api.sigmoid import log_sigmoid, sigmoid, sigmoid_backward  # noqa: E402
@@ -30,5 +31,5 @@ __all__ = [
     "softmax_backward", "log_softmax_backward", "sigmoid_backward",
     "cross_entropy", "nll_loss", "cross_entropy_with_grad",
     "binary_cross_entropy_with_logits", "binary_cross_entropy_with_grad",
-
+    "linear_cross_entropy",
 ]

@@ -612,3 +612,141 @@ def nll_dist(lp, tq, weight, loss):
             mass = _weight(weight, c) * F64(ld2(tq, i, c))
             s, comp = neumaier(s, comp, _xlogterm(mass, -F64(ld2(lp, i, c))))
         loss[i] = s + comp
+
+
+# ---------------------------------------------------------------- vocabulary chunks
+# linear_cross_entropy over chunks of the vocabulary: the logits of one
+# (rows x vocabulary-chunk) block at a time. Pass one reduces each block to
+# per-row statistics relative to the block's maximum and merges them into
+# running statistics relative to the running maximum; pass two recomputes
+# each block and writes its gradient in place.
+
+@kernel
+def chunk_stats(z, kind, tl, tq, wch, eps, inv_n, st):
+    """Per-row statistics of a logits block z (R, Vc).
+
+    ``tl[i]``: the row's index target relative to the block (any value outside
+    [0, Vc) when it is elsewhere or ignored); ``tq`` (R, Vc) distribution
+    targets; ``wch`` the block's class weights (or empty); ``inv_n`` is
+    1/V for the whole vocabulary. Writes ``st[i] = (m, c, s, wd, ms, xt)``:
+    maximum, count of maxima, sum of the other exponentials (relative to m),
+    ``sum mass_c (m - z_c)``, ``sum mass_c`` (mass: class weight times eps/V
+    for index targets, W_c q'_c for distributions), and the target's logit
+    (NaN when the target is not in this block).
+    """
+    wide()
+    R, n = z.shape
+    for blk in prange((R + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
+        scratch = np.empty((3, SB), dtype=z.dtype)
+        for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, R)):
+            m = row_max(z, None, i, n)
+            mf = F64(m)
+            wd = 0.0
+            ms = 0.0
+            if kind == 0:
+                if eps != 0.0:
+                    for c in range(n):
+                        w = eps * inv_n * _weight(wch, c)
+                        wd += _xlogterm(w, mf - F64(ld2(z, i, c)))
+                        ms += w
+            else:
+                for c in range(n):
+                    mass = _mass_dist(wch, tq, i, c, eps, inv_n)
+                    wd += _xlogterm(mass, mf - F64(ld2(z, i, c)))
+                    ms += mass
+            if _finite(m):
+                s, slo, cnt = row_exp_sums(z, None, i, n, m, m, m, False, True, scratch, 2,
+                                           False, scratch)
+                s += slo
+            else:
+                s = np.nan
+                cnt = 0
+            t = tl[i]
+            st[i, 0] = mf
+            st[i, 1] = F64(cnt)
+            st[i, 2] = s
+            st[i, 3] = wd
+            st[i, 4] = ms
+            st[i, 5] = F64(ld2(z, i, t)) if (kind == 0 and t >= 0 and t < n) else np.nan
+
+
+@kernel
+def merge_stats(run, st):
+    """Fold block statistics ``st`` into the running ones ``run`` (same layout).
+
+    With M the running maximum: a block with a larger maximum m turns the
+    running (c + s) into "others" scaled by exp(M - m); a smaller one adds
+    (c + s) exp(m - M). The weighted sums move to the new maximum by adding
+    (new max - old max) times the mass (all terms stay non-negative). The
+    first block is copied (``run[i, 0]`` is -inf before it).
+    """
+    for i in range(run.shape[0]):
+        M = run[i, 0]
+        m = st[i, 0]
+        if M == -np.inf:
+            for j in range(6):
+                run[i, j] = st[i, j]
+            continue
+        if m > M:
+            f = exp_shifted(M, m)
+            run[i, 2] = st[i, 2] + (run[i, 1] + run[i, 2]) * f
+            run[i, 1] = st[i, 1]
+            run[i, 3] = run[i, 3] + (m - M) * run[i, 4] + st[i, 3]
+            run[i, 0] = m
+        elif m == M:
+            run[i, 1] += st[i, 1]
+            run[i, 2] += st[i, 2]
+            run[i, 3] += st[i, 3]
+        else:
+            f = exp_shifted(m, M)
+            run[i, 2] += (st[i, 1] + st[i, 2]) * f
+            run[i, 3] += st[i, 3] + (M - m) * st[i, 4]
+        run[i, 4] += st[i, 4]
+        if st[i, 5] == st[i, 5]:
+            run[i, 5] = st[i, 5]
+
+
+@kernel
+def chunk_grad(z, kind, tl, tq, wch, eps, inv_n, run, coef):
+    """Overwrite a logits block z (R, Vc) with its cross-entropy gradient.
+
+    ``run[i] = (M, c, s, ...)`` are the final row statistics; ``coef[i] =
+    (k1, alpha, zc, wsum)`` with ``zc = 2 beta z lse``, ``k1 = (alpha * total
+    mass + zc) / (c + s)`` and ``wsum`` the sum of all class weights (V
+    without weights); a row with ``k1 = alpha = 0`` (ignored) gets zeros.
+    Index targets inside the block get the cancellation-free target entry
+    (see the module docstring).
+    """
+    wide()
+    R, n = z.shape
+    for blk in prange((R + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
+        for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, R)):
+            M = cast_like(z, run[i, 0])
+            k1 = coef[i, 0]
+            alpha = coef[i, 1]
+            if alpha == 0.0 and k1 == 0.0:
+                for c in range(n):
+                    st2(z, i, c, 0.0)
+                continue
+            t = tl[i]
+            in_block = kind == 0 and t >= 0 and t < n
+            xt = ld2(z, i, t) if in_block else M
+            if kind == 0:
+                ew = alpha * eps * inv_n
+                for c in range(n):
+                    st2(z, i, c, F64(exp_shifted(ld2(z, i, c), M)) * k1 - ew * _weight(wch, c))
+            else:
+                for c in range(n):
+                    mass = _mass_dist(wch, tq, i, c, eps, inv_n)
+                    st2(z, i, c, F64(exp_shifted(ld2(z, i, c), M)) * k1 - alpha * mass)
+            if in_block:
+                tot = run[i, 1] + run[i, 2]
+                inv = 1.0 / tot
+                et = F64(exp_shifted(xt, M))
+                pt = et * inv
+                qt = run[i, 2] * inv if (et == 1.0 and run[i, 1] == 1.0) else 1.0 - pt
+                wt = _weight(wch, t)
+                mt = (1.0 - eps) * wt
+                zc = coef[i, 2]
+                gt = alpha * (-mt * qt + eps * inv_n * (coef[i, 3] * pt - wt)) + zc * pt
+                st2(z, i, t, gt)
