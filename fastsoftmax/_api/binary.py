@@ -86,7 +86,7 @@ def _bce(logits, target, weight, pos_weight, reduction, want_grad, grad_output=1
         value = plan.to_user(loss.reshape(plan.work.shape))
         value = value.reshape(a.shape).astype(rdt)
     else:
-        total = ek.compensated_sum(part[:, 0]) if size else 0.0
+        total = ek.compensated_sum(part.reshape(-1)) if size else 0.0
         if reduction == "mean":
             total = total / size if size else 0.0
         value = rdt.type(total)

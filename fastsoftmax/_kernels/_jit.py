@@ -2,16 +2,22 @@
 
 One place decides how kernels are compiled:
 
-* ``FAST`` is the fast-math set for vector loops: ``reassoc`` lets LLVM
-  vectorise sums, ``contract`` forms FMAs. ``nnan``/``ninf`` are never used:
-  NaN and ``-inf`` (masks) are ordinary inputs here.
-* ``EXACT`` drops ``reassoc``. Compensated arithmetic (TwoSum, Neumaier sums,
-  the magic-constant rounding inside ``exp``) lives in small functions compiled
-  with ``EXACT``; LLVM inlines them into the vector loops and each inlined
-  instruction keeps its own flags, so the compensation survives.
+* ``EXACT`` = ``{"nsz", "contract"}`` is the default for every kernel and
+  helper: no reassociation, no reciprocal or function approximations. LLVM
+  may still fuse ``a*b + c`` into an FMA (one rounding instead of two).
+  ``nnan``/``ninf`` are never used: NaN and ``-inf`` (masks) are ordinary
+  inputs here.
+* ``FAST`` adds ``reassoc``, ``arcp`` and ``afn``; it is confined to small
+  ``reduction`` functions whose loops are pure sums or maxima, which LLVM
+  vectorises only when it may reorder them. With ``reassoc`` anywhere else,
+  LLVM rewrites ``(m - x_t) + log1p(s)`` as ``(m + log1p(s)) - x_t`` and a
+  loss of 1e-27 becomes 0, or folds a TwoSum's correction to zero. Small
+  ``EXACT`` functions called from a ``FAST`` loop are inlined by LLVM with
+  their own flags, so compensated steps survive inside vector loops.
 * ``kernel`` functions are the compiled entry points (``nogil``, cached,
-  NumPy error model); ``inline`` helpers are inlined at the Numba level into
-  the kernel that calls them and so share its flags.
+  NumPy error model); ``helper`` functions are their building blocks,
+  compiled separately (once per signature, not once per call site);
+  ``inline`` is kept for one-line helpers.
 * ``parallel_twin`` compiles a second copy of a kernel with ``parallel=True``
   under a distinct qualified name, because Numba's cache key ignores the
   decorator flags (GUIDE §2).
@@ -36,13 +42,18 @@ import types as pytypes
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import config, njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 from numba.np.arrayobj import load_item, store_item
 
+# NUMBA_DISABLE_JIT=1 (the coverage run): kernels run as plain Python, the
+# intrinsics below are replaced by Python equivalents and the overloaded
+# stubs dispatch to their implementations in Python.
+PYTHON_MODE = bool(config.DISABLE_JIT)
+
 FAST = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
-EXACT = frozenset({"nsz", "arcp", "contract", "afn"})
+EXACT = frozenset({"nsz", "contract"})
 
 _KERNEL_OPTS = dict(error_model="numpy", nogil=True)
 
@@ -103,6 +114,8 @@ _CACHE_CLASS = _make_cache_class()
 
 
 def _enable_cache(dispatcher):
+    if PYTHON_MODE:
+        return _quiet(dispatcher)
     if _CACHE_CLASS is None:  # pragma: no cover
         dispatcher.enable_caching()
     else:
@@ -115,18 +128,73 @@ def _enable_cache(dispatcher):
 # --------------------------------------------------------------------------
 
 def kernel(fn):
-    """A compiled, cached, GIL-free entry point with the FAST flag set."""
-    return _enable_cache(njit(fastmath=set(FAST), **_KERNEL_OPTS)(fn))
-
-
-def exact(fn):
-    """A small helper compiled without ``reassoc`` (compensated arithmetic)."""
+    """A compiled, cached, GIL-free entry point (EXACT flags)."""
     return _enable_cache(njit(fastmath=set(EXACT), **_KERNEL_OPTS)(fn))
 
 
+def exact(fn):
+    """A small scalar helper with EXACT flags (compensated arithmetic)."""
+    return _enable_cache(njit(fastmath=set(EXACT), **_KERNEL_OPTS)(fn))
+
+
+def helper(fn):
+    """A building block called (not inlined at the Numba level) by kernels.
+
+    EXACT flags, cached. Numba-level inlining re-types a helper at every
+    call site, which made kernels slow to compile; as separate functions
+    they are compiled once per signature and LLVM still inlines small ones.
+    """
+    return _enable_cache(njit(fastmath=set(EXACT), **_KERNEL_OPTS)(fn))
+
+
+def reduction(fn):
+    """A small function whose loops are pure sums/maxima (FAST flags, vectorised)."""
+    return _enable_cache(njit(fastmath=set(FAST), **_KERNEL_OPTS)(fn))
+
+
 def inline(fn):
-    """A helper inlined into its caller at the Numba level (caller's flags)."""
-    return njit(fastmath=set(FAST), inline="always", **_KERNEL_OPTS)(fn)
+    """A tiny helper inlined into its caller at the Numba level (caller's flags)."""
+    return njit(fastmath=set(EXACT), inline="always", **_KERNEL_OPTS)(fn)
+
+
+def _quiet(fn):
+    """In Python mode, NumPy scalar arithmetic must not warn where machine code is silent."""
+    @functools.wraps(fn)
+    def run(*args):
+        with np.errstate(all="ignore"):
+            return fn(*args)
+    return run
+
+
+# ------------------------------------------------------------- overloaded stubs
+_OVERLOADS = {}
+
+
+def overloaded(stub, **kwargs):
+    """``@overload(stub, **kwargs)`` that also serves calls made from Python.
+
+    A stub's body is ``return py_call(<stub>, args...)``: in jitted code the
+    overload replaces the call; from Python (and in the coverage run) the
+    implementation the overload would pick for the arguments' Numba types is
+    run as plain Python.
+    """
+    def register(generator):
+        _OVERLOADS[stub] = generator
+        if not PYTHON_MODE:
+            overload(stub, **kwargs)(generator)
+        return generator
+    return register
+
+
+def py_call(stub, *args):
+    """Run the overload implementation of ``stub`` for these arguments in Python."""
+    from numba import typeof
+    generator = _OVERLOADS[stub]
+    impl = generator(*(typeof(a) for a in args))
+    if impl is None:
+        raise TypeError(f"{stub.__name__}: no implementation for {tuple(type(a) for a in args)}")
+    with np.errstate(all="ignore"):
+        return impl(*args)
 
 
 def parallel_twin(dispatcher):
@@ -136,13 +204,15 @@ def parallel_twin(dispatcher):
     ``prange`` loops run on Numba's thread pool while the serial kernel runs
     them as plain loops.
     """
+    if PYTHON_MODE:
+        return dispatcher
     fn = dispatcher.py_func
     twin = pytypes.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_parallel",
                                 fn.__defaults__, fn.__closure__)
     twin.__qualname__ = fn.__qualname__ + "_parallel"
     twin.__module__ = fn.__module__
     twin.__doc__ = fn.__doc__
-    return _enable_cache(njit(fastmath=set(FAST), parallel=True, **_KERNEL_OPTS)(twin))
+    return _enable_cache(njit(fastmath=set(EXACT), parallel=True, **_KERNEL_OPTS)(twin))
 
 
 # --------------------------------------------------------------------------
@@ -325,3 +395,55 @@ def f64_from_bits(typingctx, n):
 
 F32 = np.float32
 F64 = np.float64
+
+
+# ------------------------------------------------------------- Python mode
+def _py_fma(a, b, c):
+    from fractions import Fraction
+    fa, fb, fc = float(a), float(b), float(c)
+    if not all(map(np.isfinite, (fa, fb, fc))):
+        return type(a)(fa * fb + fc)
+    return type(a)(float(Fraction(fa) * Fraction(fb) + Fraction(fc)))
+
+
+if PYTHON_MODE:
+    def wide():
+        return None
+
+    def ld1(a, i):
+        return a[i]
+
+    def ld2(a, i, j):
+        return a[i, j]
+
+    def ld3(a, i, j, k):
+        return a[i, j, k]
+
+    def st1(a, i, v):
+        a[i] = v
+
+    def st2(a, i, j, v):
+        a[i, j] = v
+
+    def st3(a, i, j, k, v):
+        a[i, j, k] = v
+
+    def prefetch2(a, i, j):
+        return None
+
+    def fmax_nan_dropping(a, b):
+        return np.fmax(a, b)
+
+    fma = _py_fma
+
+    def f32_bits(x):
+        return np.asarray(x, np.float32).view(np.int32)[()]
+
+    def f32_from_bits(n):
+        return np.asarray(n).astype(np.int64).astype(np.int32).view(np.float32)[()]
+
+    def f64_bits(x):
+        return np.asarray(x, np.float64).view(np.int64)[()]
+
+    def f64_from_bits(n):
+        return np.asarray(n).astype(np.int64).view(np.float64)[()]

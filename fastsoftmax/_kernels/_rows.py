@@ -31,10 +31,9 @@ import math
 
 import numpy as np
 from numba import types
-from numba.extending import overload
 
-from ._jit import (FAST, F64, exact, fma, fmax_nan_dropping, inline, ld1, ld2, ld3, prefetch2,
-                   st2, wide)
+from ._jit import (EXACT, FAST, F64, exact, fma, fmax_nan_dropping, helper, inline, ld1, ld2, ld3,
+                   overloaded, prefetch2, py_call, reduction, st2, wide)
 from .vmath import exp_shifted, exp_shifted_scaled
 
 SB = 1024        # superblock: exponentials kept in L1 between sweeps
@@ -50,31 +49,35 @@ MODE_LOGSUMEXP = 2
 # ---------------------------------------------------------------- accessors
 def xload2(x, mask, i, j):
     """x[i, j], or -inf where mask[i, j] is False (mask may be None)."""
+    return py_call(xload2, x, mask, i, j)
 
 
 def xload3(x, mask, o, c, k):
     """x[o, c, k], or -inf where mask[o, c, k] is False (mask may be None)."""
+    return py_call(xload3, x, mask, o, c, k)
 
 
 def cast_like(arr, v):
     """v converted to arr's dtype."""
+    return py_call(cast_like, arr, v)
 
 
 def unmasked(mask, j):
     """True when entry j of a 1-D mask view is kept (always, for no mask)."""
+    return py_call(unmasked, mask, j)
 
 
 # Tiny helpers are compiled as functions of their own and left to LLVM to
 # inline: Numba-level inlining of branchy helpers into loops trips its
 # internal SSA checks (NumbaIRAssumptionWarning).
-_SMALL_OPTS = dict(fastmath=set(FAST), error_model="numpy", nogil=True)
+_SMALL_OPTS = dict(fastmath=set(EXACT), error_model="numpy", nogil=True)
 
 
 def _neg_inf_of(arr):
     return np.dtype(str(arr.dtype)).type(-np.inf)
 
 
-@overload(xload2, jit_options=_SMALL_OPTS)
+@overloaded(xload2, jit_options=_SMALL_OPTS)
 def _xload2(x, mask, i, j):
     if isinstance(mask, (types.NoneType, types.Omitted)):
         return lambda x, mask, i, j: ld2(x, i, j)
@@ -86,7 +89,7 @@ def _xload2(x, mask, i, j):
     return impl
 
 
-@overload(xload3, jit_options=_SMALL_OPTS)
+@overloaded(xload3, jit_options=_SMALL_OPTS)
 def _xload3(x, mask, o, c, k):
     if isinstance(mask, (types.NoneType, types.Omitted)):
         return lambda x, mask, o, c, k: ld3(x, o, c, k)
@@ -98,14 +101,14 @@ def _xload3(x, mask, o, c, k):
     return impl
 
 
-@overload(unmasked, inline="always")
+@overloaded(unmasked, inline="always")
 def _unmasked(mask, j):
     if isinstance(mask, (types.NoneType, types.Omitted)):
         return lambda mask, j: True
     return lambda mask, j: bool(mask[j])
 
 
-@overload(cast_like, inline="always")
+@overloaded(cast_like, inline="always")
 def _cast_like(arr, v):
     t = np.dtype(str(arr.dtype)).type
     return lambda arr, v: t(v)
@@ -136,17 +139,19 @@ def log_c_plus_s(c, s, slo):
 
 
 # ---------------------------------------------------------------- wide rows
-@inline
+@helper
 def prefetch_row(x, i, n):
     """Ask for row i's cache lines (rows cross pages, where the hardware stops)."""
+    wide()
     step = 64 // x.itemsize
     for j in range(0, n, step):
         prefetch2(x, i, j)
 
 
-@inline
+@reduction
 def row_max(x, mask, i, n):
     """max of row i (NaN-dropping: a NaN shows up later as a NaN sum)."""
+    wide()
     m = xload2(x, mask, i, 0)
     n64 = n - n % VB
     for j in range(n64):
@@ -160,9 +165,10 @@ def row_max(x, mask, i, n):
     return m
 
 
-@inline
+@helper
 def exp_span(x, mask, i, a, b, m, th, tl, scaled, dst, drow, doff):
     """dst[drow, doff + (j - a)] = exp((x[i, j] - m) / T) for j in [a, b)."""
+    wide()
     if scaled:
         for j in range(a, b):
             st2(dst, drow, doff + (j - a), exp_shifted_scaled(xload2(x, mask, i, j), m, th, tl))
@@ -173,14 +179,17 @@ def exp_span(x, mask, i, a, b, m, th, tl, scaled, dst, drow, doff):
 
 def span_sum(e, row, a, b):
     """Sum of e[row, a:b] (entries in [0, 1]) as a pair (hi, lo) of float64s."""
+    return py_call(span_sum, e, row, a, b)
 
 
 def span_sum_below_one(e, row, a, b):
     """Like span_sum, over the entries below 1 (the non-maximal exponentials)."""
+    return py_call(span_sum_below_one, e, row, a, b)
 
 
 def acc_add(like, s, comp, v):
     """Add v to the running sum (s, comp): compensated for float64 data (``like``)."""
+    return py_call(acc_add, like, s, comp, v)
 
 
 _SPLIT_MAGIC = F64(1.5 * 2.0 ** 26)
@@ -197,8 +206,8 @@ def _is_f64_array(e):
     return isinstance(e, types.Array) and e.dtype == types.float64
 
 
-# The sums are compiled as functions of their own (not inlined at the Numba
-# level; LLVM still inlines them) with the FAST flags.
+# The sums are reductions: functions of their own with the FAST flags (the
+# only place reassociation is allowed; see _jit).
 _VEC_OPTS = dict(fastmath=set(FAST), error_model="numpy", nogil=True)
 
 # Float64 exponentials (all in [0, 1]) are summed with a negligible error:
@@ -208,7 +217,7 @@ _VEC_OPTS = dict(fastmath=set(FAST), error_model="numpy", nogil=True)
 # that its reordering error is ~2**-40 of a unit roundoff. Float32 data is
 # simply summed in float64.
 
-@overload(span_sum, jit_options=_VEC_OPTS)
+@overloaded(span_sum, jit_options=_VEC_OPTS)
 def _span_sum(e, row, a, b):
     if _is_f64_array(e):
         def impl64(e, row, a, b):
@@ -231,7 +240,7 @@ def _span_sum(e, row, a, b):
     return impl
 
 
-@overload(span_sum_below_one, jit_options=_VEC_OPTS)
+@overloaded(span_sum_below_one, jit_options=_VEC_OPTS)
 def _span_sum_below_one(e, row, a, b):
     if _is_f64_array(e):
         def impl64(e, row, a, b):
@@ -258,9 +267,10 @@ def _span_sum_below_one(e, row, a, b):
 
 def lane_acc(like, sh, sl, v):
     """(sh, sl) + v for a lane sum of exponentials in [0, 1] (see span_sum)."""
+    return py_call(lane_acc, like, sh, sl, v)
 
 
-@overload(lane_acc, inline="always")
+@overloaded(lane_acc, inline="always")
 def _lane_acc(like, sh, sl, v):
     if _is_f64_array(like):
         def impl64(like, sh, sl, v):
@@ -288,7 +298,7 @@ def grid_magic(mx):
     return math.ldexp(1.5, e + 26)
 
 
-@inline
+@reduction
 def accurate_sum1(a, lo, hi):
     """sum(a[lo:hi]) of a float64 array, to a few units of roundoff of the result.
 
@@ -297,6 +307,7 @@ def accurate_sum1(a, lo, hi):
     smaller, so the vectorised (reordered) sum loses nothing that matters.
     NaN and inf propagate as in a plain sum.
     """
+    wide()
     mx = 0.0
     for j in range(lo, hi):
         mx = fmax_nan_dropping(mx, abs(ld1(a, j)))
@@ -314,7 +325,7 @@ def accurate_sum1(a, lo, hi):
     return sh, sl
 
 
-@overload(acc_add, inline="always")
+@overloaded(acc_add, inline="always")
 def _acc_add(like, s, comp, v):
     if _is_f64_array(like):
         return lambda like, s, comp, v: neumaier(s, comp, v)
@@ -331,9 +342,10 @@ def dw_inverse(hi, lo):
 
 def split_like(arr, hi, lo):
     """A double-word f64 (hi, lo) as a double-word in arr's dtype."""
+    return py_call(split_like, arr, hi, lo)
 
 
-@overload(split_like, inline="always")
+@overloaded(split_like, inline="always")
 def _split_like(arr, hi, lo):
     t = np.dtype(str(arr.dtype)).type
 
@@ -343,24 +355,26 @@ def _split_like(arr, hi, lo):
     return impl
 
 
-@inline
+@helper
 def count_ones_span(e, row, a, b):
+    wide()
     c = 0
     for j in range(a, b):
         c += 1 if ld2(e, row, j) == 1.0 else 0
     return c
 
 
-@inline
+@helper
 def tail_to_scratch(x, mask, i, a, n, scratch, srow):
     """Copy x[i, a:n] (n - a < VB) into scratch[srow, :VB], padded with -inf."""
+    wide()
     ninf = cast_like(scratch, -np.inf)
     for k in range(VB):
         j = a + k
         st2(scratch, srow, k, xload2(x, mask, i, j) if j < n else ninf)
 
 
-@inline
+@helper
 def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_dst_offsets,
                  scratch):
     """Sweep two over a wide row.
@@ -372,6 +386,7 @@ def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_ds
     else the sum of those below one, with ``c`` the count of ones.
     Scratch rows 0 and 1 hold the padded tail.
     """
+    wide()
     n64 = n - n % VB
     s = 0.0
     comp = 0.0
@@ -405,7 +420,7 @@ def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_ds
 
 
 # ---------------------------------------------------------------- special rows
-@inline
+@helper
 def special_row(xv, mv, outv, mode):
     """Finish a row holding a NaN, a +inf, or only -inf (SPEC §4 table).
 
@@ -413,6 +428,7 @@ def special_row(xv, mv, outv, mode):
     view or None. Returns the row's logsumexp; writes the softmax or
     log-softmax into ``outv`` for those modes.
     """
+    wide()
     n = xv.shape[0]
     nan = False
     npos = 0

@@ -13,10 +13,9 @@ left, as in any correct implementation.
 
 import numpy as np
 from numba import prange, types
-from numba.extending import overload
 
-from ._jit import (FAST, F64, fma, fmax_nan_dropping, inline, kernel, ld2, ld3, parallel_twin,
-                   st2, st3, wide)
+from ._jit import (FAST, F64, fma, fmax_nan_dropping, inline, kernel, ld2, ld3, overloaded,
+                   parallel_twin, py_call, st2, st3, wide)
 from ._rows import acc_add, grid_magic, split_at
 from .vmath import exp_core
 
@@ -31,13 +30,14 @@ def _exp_any(q):
 
 def row_dot(g, y, i, n, prod):
     """sum_j g[i, j] * (y[i, j] if prod else 1) as a float64 pair (hi, lo)."""
+    return py_call(row_dot, g, y, i, n, prod)
 
 
 def _is_f64(a):
     return isinstance(a, types.Array) and a.dtype == types.float64
 
 
-@overload(row_dot, jit_options=dict(fastmath=set(FAST), error_model="numpy", nogil=True))
+@overloaded(row_dot, jit_options=dict(fastmath=set(FAST), error_model="numpy", nogil=True))
 def _row_dot(g, y, i, n, prod):
     if _is_f64(g) or _is_f64(y):
         def impl64(g, y, i, n, prod):

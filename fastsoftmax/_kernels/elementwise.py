@@ -19,8 +19,8 @@ import numpy as np
 from numba import prange
 
 from ._jit import F64, inline, kernel, ld1, parallel_twin, st1, wide
-from ._rows import neumaier
-from .vmath import exp_core, log1p_unit
+from ._rows import accurate_sum1, neumaier
+from .vmath import exp_core, log1p_f64
 
 BLOCK = 4096     # elements per parallel block (and per partial sum)
 
@@ -41,7 +41,7 @@ def _sigmoid(x):
 @inline
 def _log_sigmoid(x):
     e = exp_core(-abs(x), 0.0)
-    lp = log1p_unit(e)
+    lp = log1p_f64(e)
     return -lp if x >= 0.0 else x - lp
 
 
@@ -80,6 +80,17 @@ def sigmoid_backward_flat(g, y, out, nchunks):
 sigmoid_backward_flat_parallel = parallel_twin(sigmoid_backward_flat)
 
 
+@inline
+def _bce_term(xv, tv, pwv):
+    """(loss, dloss/dx) of one element, both as sums of non-negative terms."""
+    lw = 1.0 + (pwv - 1.0) * tv
+    e, small = _sig_small(xv)
+    l1 = log1p_f64(e)
+    if xv >= 0.0:
+        return (1.0 - tv) * xv + lw * l1, (1.0 - tv) - lw * small
+    return lw * l1 - pwv * tv * xv, lw * small - pwv * tv
+
+
 @kernel
 def bce_flat(x, t, w, pw, want_grad, grad, gscale, alpha, loss, part):
     """Binary cross-entropy with logits over flat arrays, in float64.
@@ -87,7 +98,8 @@ def bce_flat(x, t, w, pw, want_grad, grad, gscale, alpha, loss, part):
     ``t`` targets (same length), ``w``/``pw`` weight and pos_weight (same
     length, or empty for 1), ``gscale`` per-element grad_output or empty
     (then ``alpha``), ``loss`` per-element output or empty (then per-block
-    partial sums ``part[b] = (sum, 0)``, blocks of BLOCK elements).
+    partial sums ``part[b] = (hi, lo)``, blocks of BLOCK elements, each
+    summed accurately, see ``_rows.accurate_sum1``).
 
     With ``pw`` the pos_weight, ``lw = 1 + (pw - 1) t`` and
     ``l1 = log1p(exp(-|x|))``, both forms below are sums of non-negative
@@ -101,37 +113,29 @@ def bce_flat(x, t, w, pw, want_grad, grad, gscale, alpha, loss, part):
     nblk = (n + BLOCK - 1) // BLOCK
     has_w = w.shape[0] > 0
     has_pw = pw.shape[0] > 0
+    per_element = loss.shape[0] > 0
     for blk in prange(nblk):
         a = blk * BLOCK
         b = min(a + BLOCK, n)
-        s = 0.0
+        vals = loss if per_element else np.empty(b - a)
+        off = 0 if per_element else a
         for j in range(a, b):
             xv = F64(ld1(x, j))
             tv = F64(ld1(t, j))
             pwv = F64(ld1(pw, j)) if has_pw else 1.0
-            lw = 1.0 + (pwv - 1.0) * tv
-            e, small = _sig_small(xv)
-            l1 = log1p_unit(e)
-            if xv >= 0.0:
-                v = (1.0 - tv) * xv + lw * l1
-                gg = (1.0 - tv) - lw * small
-            else:
-                v = lw * l1 - pwv * tv * xv
-                gg = lw * small - pwv * tv
+            v, gg = _bce_term(xv, tv, pwv)
             if has_w:
                 wv = F64(ld1(w, j))
                 v = 0.0 if wv == 0.0 else v * wv
                 gg = gg * wv
-            if loss.shape[0]:
-                st1(loss, j, v)
-            else:
-                s += v
+            vals[j - off] = v
             if want_grad:
                 gg = gg * (F64(ld1(gscale, j)) if gscale.shape[0] else alpha)
                 st1(grad, j, gg)
-        if not loss.shape[0]:
-            part[blk, 0] = s
-            part[blk, 1] = 0.0
+        if not per_element:
+            hi, lo = accurate_sum1(vals, 0, b - a)
+            part[blk, 0] = hi
+            part[blk, 1] = lo
 
 
 bce_flat_parallel = parallel_twin(bce_flat)

@@ -22,9 +22,9 @@ chunking, so results are bit-identical for any thread count.
 
 import numpy as np
 from numba import prange, types
-from numba.extending import overload
 
-from ._jit import F64, fma, fmax_nan_dropping, inline, kernel, ld2, ld3, parallel_twin, st2, st3, wide
+from ._jit import (F64, fma, fmax_nan_dropping, helper, inline, kernel, ld2, ld3, overloaded,
+                   parallel_twin, py_call, st2, st3, wide)
 from ._rows import (MODE_LOG_SOFTMAX, MODE_LOGSUMEXP, MODE_SOFTMAX, PREFETCH_MAX, SB, SMALL_C,
                     VB, acc_add, lane_acc, prefetch_row,
                     cast_like, dw_inverse, log_c_plus_s, neumaier, row_exp_sums, row_max,
@@ -34,9 +34,10 @@ from .vmath import exp_shifted, exp_shifted_scaled, log1p_f64, two_sum
 
 def row_of(a, i):
     """a[i] for an array, None for None."""
+    return py_call(row_of, a, i)
 
 
-@overload(row_of, inline="always")
+@overloaded(row_of, inline="always")
 def _row_of(a, i):
     if isinstance(a, (types.NoneType, types.Omitted)):
         return lambda a, i: None
@@ -45,9 +46,10 @@ def _row_of(a, i):
 
 def lane_of(a, o, k):
     """a[o, :, k] for an array, None for None."""
+    return py_call(lane_of, a, o, k)
 
 
-@overload(lane_of, inline="always")
+@overloaded(lane_of, inline="always")
 def _lane_of(a, o, k):
     if isinstance(a, (types.NoneType, types.Omitted)):
         return lambda a, o, k: None
@@ -67,7 +69,7 @@ G = 64     # rows per transposed block of the short-row path
 _FINISHED = -(1 << 40)   # below zero whatever the class count adds to it
 
 
-@inline
+@helper
 def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv, ev):
     """Lanes [k0, k1) of outer index o: one softmax per lane along axis 1.
 
@@ -79,6 +81,7 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
     exponentials; ``sv[2:4]`` receive ``log(c + s)`` or the double-word
     ``1 / sum``.
     """
+    wide()
     n = x.shape[1]
     kk = k1 - k0
     for k in range(kk):
@@ -170,8 +173,9 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
 
 
 # ------------------------------------------------------------------ rows
-@inline
+@helper
 def _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch):
+    wide()
     m = row_max(x, mask, i, n)
     if not _finite(m):
         v = special_row(x[i], row_of(mask, i), out[i if mode != MODE_LOGSUMEXP else 0], mode)
@@ -213,7 +217,7 @@ def _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch):
             st2(out, i, j, (xload2(x, mask, i, j) - m) * thc - ellc)
 
 
-@inline
+@helper
 def _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv, sv, cv, ev):
     """Rows [r0, r1) of a short-row array, G rows at a time.
 
@@ -221,6 +225,7 @@ def _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv,
     of G rows is transposed into ``xs`` (C, G) and run as G lanes of the lanes
     algorithm (masked entries are copied as -inf), then transposed back.
     """
+    wide()
     n = x.shape[1]
     g_max = xs.shape[2]
     for b0 in range(r0, r1, g_max):

@@ -40,7 +40,8 @@ import math
 import numpy as np
 from numba import prange
 
-from ._jit import F64, inline, kernel, ld2, ld3, parallel_twin, st2, st3, wide, fmax_nan_dropping
+from ._jit import (F64, exact, fmax_nan_dropping, helper, inline, kernel, ld2, ld3, parallel_twin,
+                   reduction, st2, st3, wide)
 from ._rows import (SB, SMALL_C, cast_like, lane_acc, log_c_plus_s, neumaier, row_exp_sums,
                     row_max)
 from .vmath import exp_shifted, log1p_f64, two_sum
@@ -72,14 +73,43 @@ def _mass_dist(weight, tq, i, c, eps, inv_n):
     return _weight(weight, c) * q
 
 
+@exact
+def _nll(mf, xt, ell):
+    """-log p_t = (m - x_t) + log(c + s), in this order (m - x_t is exact or tiny)."""
+    return (mf - xt) + ell
+
+
 @inline
 def _xlogterm(mass, nlp):
     """mass * (-log p), zero when the mass is zero (even if -log p is inf)."""
     return 0.0 if mass == 0.0 else mass * nlp
 
 
+@reduction
+def wsum_index(x, i, a, b, mf, weight):
+    """sum_{c in [a, b)} W_c (m - x[i, c]) (zero-weight terms are 0)."""
+    wide()
+    ws = 0.0
+    for c in range(a, b):
+        ws += _xlogterm(_weight(weight, c), mf - F64(ld2(x, i, c)))
+    return ws
+
+
+@reduction
+def wsum_dist(x, i, a, b, mf, weight, tq, eps, inv_n):
+    """(sum mass_c (m - x[i, c]), sum mass_c) over [a, b), mass_c = W_c q'_c."""
+    wide()
+    ws = 0.0
+    qq = 0.0
+    for c in range(a, b):
+        mass = _mass_dist(weight, tq, i, c, eps, inv_n)
+        ws += _xlogterm(mass, mf - F64(ld2(x, i, c)))
+        qq += mass
+    return ws, qq
+
+
 # ---------------------------------------------------------------- special rows
-@inline
+@helper
 def _special_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, alpha, beta):
     """A row whose maximum is +inf, -inf or NaN: SPEC §4's limits.
 
@@ -87,6 +117,7 @@ def _special_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
     everywhere for a row of only -inf; NaN for a NaN row. p follows the
     softmax table (1/k at the +inf entries; all 0 for -inf rows).
     """
+    wide()
     nan = False
     k = 0
     for c in range(n):
@@ -133,10 +164,11 @@ def _special_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
 
 
 # ---------------------------------------------------------------- wide rows
-@inline
+@helper
 def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, alpha, beta,
                  scratch):
     """One row, C >= SMALL_C. Returns (ce, z part) in float64."""
+    wide()
     inv_n = 1.0 / n
     xt = ld2(x, i, t) if kind == 0 else ld2(x, i, 0)
     m = row_max(x, None, i, n)
@@ -151,18 +183,10 @@ def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
     qsc = 0.0
     if kind == 0 and eps != 0.0:
         for a in range(0, n, SB):
-            ws = 0.0
-            for c in range(a, min(a + SB, n)):
-                ws += _xlogterm(_weight(weight, c), mf - F64(ld2(x, i, c)))
-            wd, wdc = neumaier(wd, wdc, ws)
+            wd, wdc = neumaier(wd, wdc, wsum_index(x, i, a, min(a + SB, n), mf, weight))
     elif kind == 1:
         for a in range(0, n, SB):
-            ws = 0.0
-            qq = 0.0
-            for c in range(a, min(a + SB, n)):
-                mass = _mass_dist(weight, tq, i, c, eps, inv_n)
-                ws += _xlogterm(mass, mf - F64(ld2(x, i, c)))
-                qq += mass
+            ws, qq = wsum_dist(x, i, a, min(a + SB, n), mf, weight, tq, eps, inv_n)
             wd, wdc = neumaier(wd, wdc, ws)
             qs, qsc = neumaier(qs, qsc, qq)
     # sweep two: the exponentials into grad (or a scratch row) and their sums
@@ -185,7 +209,7 @@ def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
     # the loss
     if kind == 0:
         wt = _weight(weight, t)
-        ce = _xlogterm((1.0 - eps) * wt, (mf - F64(xt)) + ell)
+        ce = _xlogterm((1.0 - eps) * wt, _nll(mf, F64(xt), ell))
         if eps != 0.0:
             ce += eps * inv_n * (ell * wsum + wd)
     else:
@@ -227,7 +251,7 @@ def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
 
 
 # ---------------------------------------------------------------- lanes
-@inline
+@helper
 def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
               av, bv, ignore, ce_out, zp_out, fv, sv, iv, ev):
     """Samples k0..k1 of outer index o of an (O, C, K) array (one lane each).
@@ -238,6 +262,7 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
     float64, ``sv`` (KT,) float, ``iv`` (2, KT) int64 and ``ev`` (KT,) float
     are scratch. Lanes whose target is ``ignore`` give zeros.
     """
+    wide()
     n = x.shape[1]
     kk = k1 - k0
     inv_n = 1.0 / n
@@ -314,7 +339,7 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
         fv[0, k] = hi
         if kind == 0:
             wt = _weight(weight, iv[1, k])
-            ce = _xlogterm((1.0 - eps) * wt, (mf - fv[7, k]) + ell)
+            ce = _xlogterm((1.0 - eps) * wt, _nll(mf, fv[7, k], ell))
             if eps != 0.0:
                 ce += eps * inv_n * (ell * wsum + fv[2, k])
         else:
@@ -369,10 +394,11 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
                 st3(grad, o, t, k0 + k, gt)
 
 
-@inline
+@helper
 def _special_lane(x, o, kk, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, alpha,
                   beta):
     """A non-finite lane: copied into rows and run through _special_row."""
+    wide()
     xr = np.empty((1, n), dtype=x.dtype)
     qr = np.empty((1, n), dtype=tq.dtype)
     gr = np.empty((1, n), dtype=grad.dtype)
@@ -636,6 +662,9 @@ def chunk_stats(z, kind, tl, tq, wch, eps, inv_n, st):
     """
     wide()
     R, n = z.shape
+    wsum_w = 0.0
+    for c in range(n):
+        wsum_w += _weight(wch, c)
     for blk in prange((R + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
         scratch = np.empty((3, SB), dtype=z.dtype)
         for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, R)):
@@ -645,15 +674,10 @@ def chunk_stats(z, kind, tl, tq, wch, eps, inv_n, st):
             ms = 0.0
             if kind == 0:
                 if eps != 0.0:
-                    for c in range(n):
-                        w = eps * inv_n * _weight(wch, c)
-                        wd += _xlogterm(w, mf - F64(ld2(z, i, c)))
-                        ms += w
+                    wd = eps * inv_n * wsum_index(z, i, 0, n, mf, wch)
+                    ms = eps * inv_n * wsum_w
             else:
-                for c in range(n):
-                    mass = _mass_dist(wch, tq, i, c, eps, inv_n)
-                    wd += _xlogterm(mass, mf - F64(ld2(z, i, c)))
-                    ms += mass
+                wd, ms = wsum_dist(z, i, 0, n, mf, wch, tq, eps, inv_n)
             if _finite(m):
                 s, slo, cnt = row_exp_sums(z, None, i, n, m, m, m, False, True, scratch, 2,
                                            False, scratch)

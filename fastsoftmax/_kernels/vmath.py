@@ -27,18 +27,18 @@ exp
     range round correctly (gradual underflow: ``log_softmax([0, -90])`` in
     float32 needs ``exp(-90) = 8.2e-40``); NaN propagates.
 
-log1p
-    For ``u`` in ``[0, 1]``: ``y = 1 + u`` with the exact correction
-    ``c = (u - (y - 1)) / y``, ``log y = k ln 2 + 2 atanh(s)``,
-    ``s = (f - 1)/(f + 1)`` with ``f`` the mantissa of ``y`` in
-    ``[sqrt(1/2), sqrt(2))``.
+log1p (float64, for u >= 0)
+    ``y = 1 + u`` with the exact correction ``c = (u - (y - 1)) / y``,
+    ``y = 2**k (1 + f)`` with ``1 + f`` in ``[sqrt(1/2), sqrt(2))``, and
+    fdlibm's ``log(1 + f) = f - f**2/2 + s (f**2/2 + R(s**2))``,
+    ``s = f / (2 + f)``.
 """
 
 import numpy as np
 from numba import types
-from numba.extending import overload
 
-from ._jit import EXACT, F32, F64, fma, f32_bits, f32_from_bits, f64_bits, f64_from_bits
+from ._jit import (EXACT, F32, F64, f32_bits, f32_from_bits, f64_bits, f64_from_bits, fma,
+                   overloaded, py_call)
 
 _OPTS = dict(fastmath=set(EXACT), error_model="numpy", nogil=True)
 
@@ -60,6 +60,11 @@ _MAGIC_BITS_64 = np.int64(0x4338000000000000)
 _LN2_HI_64 = F64(6.93147180369123816490e-01)  # 0x3fe62e42fee00000
 _LN2_LO_64 = F64(1.90821492927058770002e-10)
 _ZERO_BELOW_64 = F64(-745.2)
+# fdlibm's log coefficients: log(1+f) = f - hfsq + s*(hfsq + R(s*s)), s = f/(2+f)
+_LG = (F64(6.666666666666735130e-01), F64(3.999999999940941908e-01),
+       F64(2.857142874366239149e-01), F64(2.222219843214978396e-01),
+       F64(1.818357216161805012e-01), F64(1.531383769920937332e-01),
+       F64(1.479819860511658591e-01))
 _Q64 = (F64(0.50000000000000106392), F64(0.16666666666666412241),
         F64(0.041666666666530036009), F64(0.0083333333334946009776),
         F64(0.0013888888943666733093), F64(0.00019841269506367635893),
@@ -78,30 +83,31 @@ def _is64(t):
 # ------------------------------------------------------------------ stubs
 def exp_core(q, delta):
     """exp(q + delta) for q <= ~0 and |delta| small; +0 below the normal range."""
+    return py_call(exp_core, q, delta)
 
 
 def exp_shifted(x, m):
     """exp(x - m) with the exact rounding residual of x - m (x <= m)."""
+    return py_call(exp_shifted, x, m)
 
 
 def exp_shifted_scaled(x, m, th, tl):
     """exp((x - m) * (th + tl)), (th, tl) a double-word 1/T (x <= m)."""
-
-
-def log1p_unit(u):
-    """log1p(u) for u in [0, 1]."""
+    return py_call(exp_shifted_scaled, x, m, th, tl)
 
 
 def log1p_f64(u):
-    """log1p(u) for float64 u >= 0 of any size (< 2**53)."""
+    """log1p(u) for float64 u >= 0 (below 2**53), within about 1 ULP."""
+    return py_call(log1p_f64, u)
 
 
 def two_sum(a, b):
     """(s, e) with s = fl(a + b) and s + e == a + b exactly."""
+    return py_call(two_sum, a, b)
 
 
 # ------------------------------------------------------------------ impls
-@overload(two_sum, jit_options=_OPTS)
+@overloaded(two_sum, jit_options=_OPTS)
 def _two_sum(a, b):
     if not (isinstance(a, types.Float) and a == b):
         return None
@@ -113,7 +119,7 @@ def _two_sum(a, b):
     return impl
 
 
-@overload(exp_core, jit_options=_OPTS)
+@overloaded(exp_core, jit_options=_OPTS)
 def _exp_core(q, delta):
     if _is32(q):
         q0, q1, q2, q3, q4 = _Q32
@@ -159,7 +165,7 @@ def _exp_core(q, delta):
     return None
 
 
-@overload(exp_shifted, jit_options=_OPTS)
+@overloaded(exp_shifted, jit_options=_OPTS)
 def _exp_shifted(x, m):
     if not (isinstance(x, types.Float) and x == m):
         return None
@@ -170,7 +176,7 @@ def _exp_shifted(x, m):
     return impl
 
 
-@overload(exp_shifted_scaled, jit_options=_OPTS)
+@overloaded(exp_shifted_scaled, jit_options=_OPTS)
 def _exp_shifted_scaled(x, m, th, tl):
     if not (isinstance(x, types.Float) and x == m == th == tl):
         return None
@@ -183,54 +189,14 @@ def _exp_shifted_scaled(x, m, th, tl):
     return impl
 
 
-@overload(log1p_unit, jit_options=_OPTS)
-def _log1p_unit(u):
-    if _is32(u):
-        ln2 = F32(0.6931471805599453)
-        sqrt2 = F32(1.4142135)
-
-        def impl32(u):
-            y = F32(1.0) + u
-            c = (u - (y - F32(1.0))) / y
-            big = y > sqrt2
-            f = y * F32(0.5) if big else y
-            k = F32(1.0) if big else F32(0.0)
-            s = (f - F32(1.0)) / (f + F32(1.0))
-            z = s * s
-            p = (((F32(1 / 9) * z + F32(1 / 7)) * z + F32(1 / 5)) * z + F32(1 / 3)) * z
-            return k * ln2 + (F32(2.0) * s + F32(2.0) * s * p + c)
-        return impl32
-    if _is64(u):
-        ln2_hi = F64(6.93147180369123816490e-01)
-        ln2_lo = F64(1.90821492927058770002e-10)
-        sqrt2 = F64(1.4142135623730951)
-        cs = tuple(F64(1.0 / (2 * i + 1)) for i in range(1, 12))
-        c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11 = cs
-
-        def impl64(u):
-            y = F64(1.0) + u
-            c = (u - (y - F64(1.0))) / y
-            big = y > sqrt2
-            f = y * F64(0.5) if big else y
-            k = F64(1.0) if big else F64(0.0)
-            s = (f - F64(1.0)) / (f + F64(1.0))
-            z = s * s
-            p = ((((((((((c11 * z + c10) * z + c9) * z + c8) * z + c7) * z + c6) * z + c5) * z
-                    + c4) * z + c3) * z + c2) * z + c1) * z
-            return k * ln2_hi + ((F64(2.0) * s + (F64(2.0) * s * p + c)) + k * ln2_lo)
-        return impl64
-    return None
-
-
-@overload(log1p_f64, jit_options=_OPTS)
+@overloaded(log1p_f64, jit_options=_OPTS)
 def _log1p_f64(u):
     if not _is64(u):
         return None
     ln2_hi = F64(6.93147180369123816490e-01)
     ln2_lo = F64(1.90821492927058770002e-10)
     sqrt2 = F64(1.4142135623730951)
-    cs = tuple(F64(1.0 / (2 * i + 1)) for i in range(1, 12))
-    c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11 = cs
+    lg1, lg2, lg3, lg4, lg5, lg6, lg7 = _LG
     mant = np.int64((1 << 52) - 1)
     one_bits = np.int64(1023 << 52)
 
@@ -239,13 +205,14 @@ def _log1p_f64(u):
         c = (u - (y - F64(1.0))) / y           # the rounding of 1 + u, exactly
         bits = f64_bits(y)
         k = (bits >> np.int64(52)) - np.int64(1023)
-        f = f64_from_bits((bits & mant) | one_bits)     # y = 2**k * f, f in [1, 2)
-        big = f > sqrt2
-        f = f * F64(0.5) if big else f
+        mf = f64_from_bits((bits & mant) | one_bits)     # y = 2**k * mf, mf in [1, 2)
+        big = mf > sqrt2
+        mf = mf * F64(0.5) if big else mf
         kf = F64(k) + (F64(1.0) if big else F64(0.0))
-        s = (f - F64(1.0)) / (f + F64(1.0))
+        f = mf - F64(1.0)                                 # exact
+        hfsq = F64(0.5) * f * f
+        s = f / (F64(2.0) + f)
         z = s * s
-        p = ((((((((((c11 * z + c10) * z + c9) * z + c8) * z + c7) * z + c6) * z + c5) * z
-                + c4) * z + c3) * z + c2) * z + c1) * z
-        return kf * ln2_hi + ((F64(2.0) * s + (F64(2.0) * s * p + c)) + kf * ln2_lo)
+        r = z * (lg1 + z * (lg2 + z * (lg3 + z * (lg4 + z * (lg5 + z * (lg6 + z * lg7))))))
+        return kf * ln2_hi - ((hfsq - (s * (hfsq + r) + (kf * ln2_lo + c))) - f)
     return impl

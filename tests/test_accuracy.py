@@ -1,0 +1,134 @@
+"""SPEC §4 accuracy bounds, in ULP against higher-precision references."""
+
+import numpy as np
+import pytest
+
+import fastsoftmax as fs
+from _helpers import (LONGDOUBLE_OK, hp_ce_grad_rows, hp_cross_entropy_rows, hp_log_softmax,
+                      hp_logsumexp, hp_softmax, max_ulp)
+
+pytestmark = pytest.mark.skipif(not LONGDOUBLE_OK, reason="needs an extended long double")
+
+BOUND = 4.0
+CASES = [(10, 1.0), (10, 30.0), (10, 1e4), (1000, 1.0), (1000, 30.0), (1000, 1e4),
+         (32000, 1.0), (32000, 30.0), (32000, 1e4)]
+
+
+def _data(rng, n, spread, dtype, rows=None):
+    rows = rows or max(2, 120_000 // n)
+    x = rng.uniform(-spread, spread, (rows, n)).astype(dtype)
+    # adversarial rows: a dominant maximum (tiny s), ties at the maximum,
+    # a large common offset, and values near the maximum.
+    x[0] = x[0] - 60.0
+    x[0, 0] = np.max(x[0]) + 60.0 if spread < 100 else x[0, 0] + spread
+    x[1, : min(3, n)] = np.max(x[1])
+    x[-1] = x[-1] + dtype(3e3)
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,spread", CASES)
+def test_softmax_ulp(rng, dtype, n, spread):
+    x = _data(rng, n, spread, dtype)
+    ref = hp_softmax(x)
+    y = fs.softmax(x)
+    normal = ref >= np.finfo(dtype).tiny
+    assert max_ulp(y, ref, dtype, normal) <= BOUND
+    # rows sum to one within a few ULP of 1, whatever the spread
+    assert np.all(np.abs(y.astype(np.float64).sum(-1) - 1) < 10 * n * np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,spread", CASES)
+def test_log_softmax_ulp(rng, dtype, n, spread):
+    x = _data(rng, n, spread, dtype)
+    ref = hp_log_softmax(x)
+    y = fs.log_softmax(x)
+    finite = np.isfinite(ref.astype(dtype)) & (ref != 0)
+    assert max_ulp(y, ref, dtype, finite) <= BOUND
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,spread", CASES)
+def test_logsumexp_ulp(rng, dtype, n, spread):
+    x = _data(rng, n, spread, dtype)
+    assert max_ulp(fs.logsumexp(x), hp_logsumexp(x), dtype) <= BOUND
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n,spread", [(10, 30.0), (1000, 30.0), (1000, 1e4), (32000, 30.0)])
+def test_cross_entropy_ulp(rng, dtype, n, spread):
+    x = _data(rng, n, spread, dtype)
+    t = rng.integers(0, n, x.shape[0])
+    t[0] = 0                     # the dominant maximum: a loss far below 1e-7
+    ref = hp_cross_entropy_rows(x, t)
+    loss = fs.cross_entropy(x, t, reduction="none")
+    assert max_ulp(loss, ref, dtype) <= BOUND
+    loss2, g = fs.cross_entropy_with_grad(x, t, reduction="none")
+    assert np.array_equal(loss, loss2)
+    gref = hp_ce_grad_rows(x, t, 1.0)
+    normal = np.abs(gref) >= np.finfo(dtype).tiny
+    assert max_ulp(g, gref, dtype, normal) <= BOUND
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_of_131072(rng, dtype):
+    x = rng.uniform(-30, 30, (3, 131072)).astype(dtype)
+    x[0, 7] = 200
+    ref = hp_softmax(x)
+    assert max_ulp(fs.softmax(x), ref, dtype, ref >= np.finfo(dtype).tiny) <= BOUND
+    assert max_ulp(fs.log_softmax(x), hp_log_softmax(x), dtype) <= BOUND
+    assert max_ulp(fs.logsumexp(x), hp_logsumexp(x), dtype) <= BOUND
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", [0, 1])
+def test_non_last_axis_ulp(rng, dtype, axis):
+    x = rng.uniform(-30, 30, (40, 300, 17)).astype(dtype)
+    for f, hp in [(fs.softmax, hp_softmax), (fs.log_softmax, hp_log_softmax)]:
+        ref = hp(x, axis=axis)
+        ok = np.abs(ref) >= np.finfo(dtype).tiny
+        assert max_ulp(f(x, axis=axis), ref, dtype, ok) <= BOUND
+    assert max_ulp(fs.logsumexp(x, axis=axis), hp_logsumexp(x, axis=axis), dtype) <= BOUND
+
+
+def test_tiny_values_keep_their_digits():
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 50
+    exact = -mp.log1p(mp.exp(-30))             # log_softmax([0, -30])[0]
+    for dt in (np.float32, np.float64):
+        got = fs.log_softmax(np.array([0, -30], dt))[0]
+        assert got != 0
+        assert abs(float(got) - float(exact)) <= 4 * abs(np.spacing(dt(float(exact))))
+    ce_exact = mp.log1p(2 * mp.exp(-30))      # cross_entropy([[0, -30, -30]], [0])
+    for dt in (np.float32, np.float64):
+        got = fs.cross_entropy(np.array([[0, -30, -30]], dt), np.array([0]))
+        assert abs(float(got) - float(ce_exact)) <= 4 * abs(np.spacing(dt(float(ce_exact))))
+    # subnormal results: gradual underflow in exp
+    got = fs.log_softmax(np.array([0.0, -90.0], np.float32))[0]
+    assert abs(float(got) - float(-mp.exp(-90))) <= 4 * np.spacing(np.float32(1e-45))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_temperature_ulp(rng, dtype):
+    x = rng.uniform(-30, 30, (500, 100)).astype(dtype)
+    for t in (0.5, 3.0, 0.1):
+        ref = hp_softmax(x.astype(np.longdouble) / np.longdouble(t))
+        y = fs.softmax(x, temperature=t)
+        ok = ref >= np.finfo(dtype).tiny
+        assert max_ulp(y, ref, dtype, ok) <= BOUND
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reductions_ulp(rng, dtype):
+    """"mean"/"sum" within 4 ULP of the exact sum of the rounded per-sample values."""
+    from fractions import Fraction
+    x = rng.normal(size=(20000, 7)).astype(dtype) * 4
+    t = rng.integers(0, 7, 20000)
+    per = fs.cross_entropy(x, t, reduction="none")
+    exact = sum(Fraction(float(v)) for v in per)
+    s = fs.cross_entropy(x, t, reduction="sum")
+    assert abs(Fraction(float(s)) - exact) <= 4 * Fraction(float(np.spacing(dtype(float(exact)))))
+    m = fs.cross_entropy(x, t, reduction="mean")
+    em = exact / len(per)
+    assert abs(Fraction(float(m)) - em) <= 4 * Fraction(float(np.spacing(dtype(float(em)))))
