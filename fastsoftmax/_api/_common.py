@@ -2,13 +2,13 @@
 
 A reduction along one axis is presented to the kernels as a C-contiguous
 array of the compute dtype, viewed as rows ``(R, C)`` when the class axis is
-last, or lanes ``(O, C, K)`` when it is not. No transposed copy is made:
-
-* C-contiguous input is used as it is;
-* F-contiguous input is used through its transpose (C-contiguous, the axis
-  mirrored), and the result is handed back transposed, i.e. F-ordered;
-* anything else (strided, negative strides, byte-swapped, another dtype) is
-  first copied once into a C-contiguous array of the compute dtype.
+last, or lanes ``(O, C, K)`` when it is not (vectorised across the
+contiguous ``K``, never transposed). Input in any other layout (F-order,
+strided, negative strides, byte-swapped, another dtype) is first copied once
+into that C-contiguous form, so its results are bit-identical to those of
+the C-contiguous array with the same values (SPEC §2). Elementwise functions
+(``elementwise=True``) also accept F-contiguous input as it is, through its
+transpose, and return F-ordered results, as NumPy's ufuncs do.
 """
 
 import numba
@@ -23,7 +23,7 @@ class Plan:
 
     __slots__ = ("work", "axis", "transposed", "outer", "n", "inner", "scalar")
 
-    def __init__(self, a, axis, cdt, allow_alias=False):
+    def __init__(self, a, axis, cdt, elementwise=False):
         self.scalar = a.ndim == 0
         if self.scalar:
             a = a.reshape(1)
@@ -32,7 +32,7 @@ class Plan:
         self.transposed = False
         if a.flags.c_contiguous:
             work = a
-        elif a.flags.f_contiguous:
+        elif elementwise and a.flags.f_contiguous:
             work = a.T
             axis = a.ndim - 1 - axis
             self.transposed = True

@@ -39,7 +39,7 @@ def _bce(logits, target, weight, pos_weight, reduction, want_grad, grad_output=1
     if inplace:
         from .losses import _check_inplace
         _check_inplace(logits, cdt)
-    plan = Plan(a, max(a.ndim - 1, 0), cdt)
+    plan = Plan(a, max(a.ndim - 1, 0), cdt, elementwise=True)
     tw = plan.like(t, cdt).reshape(-1)
     w = _broadcast_param(weight, "weight", a.shape, plan, cdt)
     pw = _broadcast_param(pos_weight, "pos_weight", a.shape, plan, cdt)

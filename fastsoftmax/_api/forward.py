@@ -164,8 +164,9 @@ def softmax_jacobian(x, axis=-1):
     moved = np.moveaxis(a, ax, -1)
     batch = moved.shape[:-1]
     n = moved.shape[-1]
-    rows = np.ascontiguousarray(moved, dtype=cdt).reshape(-1, n)
-    jac = np.empty((rows.shape[0], n, n), cdt)
+    nrows = int(np.prod(batch)) if batch else 1
+    rows = np.ascontiguousarray(moved, dtype=cdt).reshape(nrows, n)
+    jac = np.empty((nrows, n, n), cdt)
     if rows.size:
         run(jk.jacobian_rows, jk.jacobian_rows_parallel, jac.size, rows, jac)
     res = jac.reshape(batch + (n, n))

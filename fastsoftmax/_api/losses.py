@@ -247,9 +247,9 @@ def _check_inplace(logits, cdt):
                          f"(the gradient is written over them), got {logits.dtype}")
     if not logits.flags.writeable:
         raise ValueError("inplace=True needs writeable logits; these are read-only")
-    if not (logits.flags.c_contiguous or logits.flags.f_contiguous):
-        raise ValueError("inplace=True needs C- or F-contiguous logits (a strided view would need "
-                         "a copy of the logits' size)")
+    if not logits.flags.c_contiguous:
+        raise ValueError("inplace=True needs C-contiguous logits (any other layout would need a "
+                         "copy of the logits' size; use out= instead)")
 
 
 _CE_DOC_OPTIONS = """
@@ -326,7 +326,7 @@ def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_inde
         logits array itself.
     inplace : bool, default False
         Write the gradient over the logits (which must then be a writeable,
-        contiguous float32/float64 ndarray) and allocate nothing of their
+        C-contiguous float32/float64 ndarray) and allocate nothing of their
         size. Cannot be combined with ``out``.
 
     Returns

@@ -8,7 +8,7 @@ from ._common import Plan, prepare, run, scalar_result, target_for
 
 
 def _flat_plan(a, cdt):
-    return Plan(a, max(a.ndim - 1, 0), cdt)
+    return Plan(a, max(a.ndim - 1, 0), cdt, elementwise=True)
 
 
 def _sigmoid_like(x, out, mode):
