@@ -268,8 +268,10 @@ def _bce_terms(logits, target, weight, pos_weight):
     pw = 1.0 if pos_weight is None else _f64(pos_weight)
     lw = 1.0 + (pw - 1.0) * t
     with np.errstate(all="ignore"):
-        sp = np.logaddexp(0.0, -x)               # softplus(-x) = -log sigmoid(x)
-        loss = (1.0 - t) * x + lw * sp
+        # PyTorch's (1 - t) x + lw softplus(-x), rewritten for x < 0 with
+        # softplus(-x) = softplus(x) - x so that no term cancels
+        l1 = np.log1p(np.exp(-np.abs(x)))        # softplus(-|x|)
+        loss = np.where(x >= 0, (1.0 - t) * x + lw * l1, lw * l1 - pw * t * x)
         grad = (1.0 - t) - lw * sigmoid(-x)
     if weight is not None:
         wb = np.broadcast_to(_f64(weight), loss.shape)

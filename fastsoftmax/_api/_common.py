@@ -126,7 +126,7 @@ def target_for(out, plan, result_shape, cdt, rdt, others=()):
                 return ow, lambda arr: out
 
         def finish_copy(arr):
-            np.copyto(out, _user_result(plan, arr, rdt, result_shape), casting="unsafe")
+            np.copyto(out, _user_result(plan, arr, rdt, result_shape))
             return out
         return np.empty(plan.work.shape, cdt), finish_copy
     return np.empty(plan.work.shape, cdt), lambda arr: _user_result(plan, arr, rdt,
@@ -139,12 +139,30 @@ def _same_memory(a, b):
 
 
 def _user_result(plan, arr, rdt, result_shape):
-    res = plan.to_user(arr)
-    if res.dtype != rdt:
-        res = res.astype(rdt)
+    res = cast(plan.to_user(arr), rdt)
     if plan.scalar:
         res = res.reshape(result_shape)
     return res
+
+
+def cast(arr, dtype):
+    """``arr`` as ``dtype``: values beyond the dtype's range become +-inf silently.
+
+    (Overflowing to infinity is the intended result there, e.g. a float32 loss
+    whose exact value exceeds float32's maximum; SPEC §2 allows no warning.)
+    """
+    if arr.dtype == dtype:
+        return arr
+    with np.errstate(over="ignore", invalid="ignore"):
+        return arr.astype(dtype)
+
+
+def scalar_as(value, dtype):
+    """A Python float as a NumPy scalar of ``dtype`` (+-inf beyond its range, silently)."""
+    dtype = np.dtype(dtype)
+    if value == value and abs(value) > np.finfo(dtype).max and abs(value) != float("inf"):
+        return dtype.type(float("inf") if value > 0 else float("-inf"))
+    return dtype.type(value)
 
 
 def scalar_result(res):

@@ -4,7 +4,7 @@ import numpy as np
 
 from .._kernels import elementwise as ek
 from .._validate import as_array, check_out, check_reduction
-from ._common import Plan, prepare, run_blocks, target_for
+from ._common import Plan, cast, prepare, run_blocks, scalar_as, target_for
 
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
 
@@ -84,12 +84,12 @@ def _bce(logits, target, weight, pos_weight, reduction, want_grad, grad_output=1
                    want_grad, grad, gscale, alpha, loss, part)
     if reduction == "none":
         value = plan.to_user(loss.reshape(plan.work.shape))
-        value = value.reshape(a.shape).astype(rdt)
+        value = cast(value.reshape(a.shape), rdt)
     else:
         total = ek.compensated_sum(part.reshape(-1)) if size else 0.0
         if reduction == "mean":
             total = total / size if size else 0.0
-        value = rdt.type(total)
+        value = scalar_as(total, rdt)
     if not want_grad:
         return value
     return value, finish(dst)

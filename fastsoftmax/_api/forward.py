@@ -6,8 +6,8 @@ import numpy as np
 
 from .._kernels import forward as fk
 from .._kernels import jacobian as jk
-from .._validate import F32, check_out, check_temperature
-from ._common import Plan, prepare, run, scalar_result, target_for, user_axis
+from .._validate import check_out, check_temperature
+from ._common import Plan, cast, prepare, run, scalar_result, target_for, user_axis
 
 # never-written stand-ins for the arrays a mode does not use
 _DUMMY = {dt: {"rows_out": np.empty((1, 1), dt), "lanes_out": np.empty((1, 1, 1), dt),
@@ -139,9 +139,7 @@ def logsumexp(x, axis=-1, *, where=None, keepdims=False, out=None):
     elif lse.size:
         one, zero = inverse_temperature(1.0, cdt)
         _run_forward(plan, mask, one, zero, None, lse, fk.MODE_LOGSUMEXP)
-    res = plan.to_user(lse).reshape(res_shape)
-    if res.dtype != rdt:
-        res = res.astype(rdt)
+    res = cast(plan.to_user(lse).reshape(res_shape), rdt)
     if out is not None:
         np.copyto(out, res)
         return out
@@ -170,4 +168,4 @@ def softmax_jacobian(x, axis=-1):
     if rows.size:
         run(jk.jacobian_rows, jk.jacobian_rows_parallel, jac.size, rows, jac)
     res = jac.reshape(batch + (n, n))
-    return res.astype(rdt) if res.dtype != rdt else res
+    return cast(res, rdt)

@@ -1,14 +1,12 @@
 """linear_cross_entropy: the loss and gradients of a linear layer + cross-entropy, chunked."""
 
-import math
-
 import numpy as np
 
 from .._kernels import elementwise as ek
 from .._kernels import losses as lk
 from .._validate import (as_array, check_label_smoothing, check_reduction, check_z_loss,
                          float_policy)
-from ._common import run_blocks
+from ._common import cast, run_blocks, scalar_as
 from .losses import _check_ignore, check_weight
 
 # default block: this many logits at a time (32 MiB of float32)
@@ -182,10 +180,10 @@ def linear_cross_entropy(hidden, linear_weight, target, *, linear_bias=None, wei
         if grad_b is not None:
             grad_b += zb.sum(axis=0)
     if reduction == "none":
-        loss = loss_rows.reshape(batch).astype(rdt)
+        loss = cast(loss_rows.reshape(batch), rdt)
     else:
-        ce = math.fsum(np.concatenate(ce_parts).tolist()) if ce_parts else 0.0
-        zp = math.fsum(np.concatenate(zp_parts).tolist()) if zp_parts else 0.0
+        ce = ek.compensated_sum(np.concatenate(ce_parts)) if ce_parts else 0.0
+        zp = ek.compensated_sum(np.concatenate(zp_parts)) if zp_parts else 0.0
         if reduction == "mean":
             if kind == lk.KIND_INDEX:
                 ce = ce / wt_sum if wt_sum else 0.0
@@ -193,10 +191,9 @@ def linear_cross_entropy(hidden, linear_weight, target, *, linear_bias=None, wei
             else:
                 ce = ce / n if n else 0.0
                 zp = zp / n if n else 0.0
-        loss = rdt.type(ce + zp)
-    grad_h = grad_h.reshape(h.shape).astype(rdt, copy=False)
-    grads = (grad_h, grad_w.astype(rdt, copy=False),
-             grad_b.astype(rdt, copy=False) if grad_b is not None else None)
+        loss = scalar_as(ce + zp, rdt)
+    grads = (cast(grad_h.reshape(h.shape), rdt), cast(grad_w, rdt),
+             cast(grad_b, rdt) if grad_b is not None else None)
     return loss, grads
 
 

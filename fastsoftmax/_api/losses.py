@@ -1,14 +1,12 @@
 """cross_entropy, cross_entropy_with_grad, nll_loss."""
 
-import math
-
 import numpy as np
 
 from .._kernels import elementwise as ek
 from .._kernels import losses as lk
 from .._validate import (F64, as_array, check_ignore_index, check_label_smoothing, check_out,
                          check_reduction, check_z_loss, float_policy, normalize_axis)
-from ._common import Plan, prepare, run_blocks, target_for
+from ._common import Plan, cast, prepare, run_blocks, scalar_as, target_for
 
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -142,8 +140,8 @@ def _scales(reduction, tg, grad_output):
 
 def _reduce(reduction, tg, part):
     """The "mean" or "sum" from the kernels' per-block partial sums (fixed order)."""
-    ce = math.fsum(part[:, 0].tolist() + part[:, 1].tolist())
-    zp = math.fsum(part[:, 2].tolist() + part[:, 3].tolist())
+    ce = ek.compensated_sum(np.ascontiguousarray(part[:, :2]).reshape(-1))
+    zp = ek.compensated_sum(np.ascontiguousarray(part[:, 2:]).reshape(-1))
     if reduction == "sum":
         return ce + zp
     if tg.kind == lk.KIND_INDEX:
@@ -222,9 +220,9 @@ def _ce(logits, target, axis, weight, ignore_index, reduction, label_smoothing, 
     if reduction == "none":
         per = loss_rows.reshape(plan.batch_shape())
         per = plan.to_user(per)
-        loss = per.reshape(sample_shape).astype(rdt)
+        loss = cast(per.reshape(sample_shape), rdt)
     else:
-        loss = rdt.type(_reduce(reduction, tg, part))
+        loss = scalar_as(_reduce(reduction, tg, part), rdt)
     if not want_grad:
         return loss
     return loss, finish(dst)
@@ -233,7 +231,7 @@ def _ce(logits, target, axis, weight, ignore_index, reduction, label_smoothing, 
 def _fresh_then_copy(plan, shape, cdt, rdt, out):
     def finish(arr):
         res = plan.to_user(arr)
-        np.copyto(out, res.reshape(shape), casting="unsafe")
+        np.copyto(out, cast(res.reshape(shape), out.dtype))
         return out
     return np.empty(plan.work.shape, cdt), finish
 
@@ -384,9 +382,9 @@ def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100, redu
                 q = np.ascontiguousarray(np.moveaxis(q, 1, 2)).reshape(-1, n)
             lk.nll_dist(lp, q, w, loss_rows.reshape(-1))
     if reduction == "none":
-        return plan.to_user(loss_rows).reshape(sample_shape).astype(rdt)
+        return cast(plan.to_user(loss_rows).reshape(sample_shape), rdt)
     total = ek.compensated_sum(loss_rows.reshape(-1)) if loss_rows.size else 0.0
     if reduction == "mean":
         denom = tg.wsum if tg.kind == lk.KIND_INDEX else tg.n_samples
         total = total / denom if denom else 0.0
-    return rdt.type(total)
+    return scalar_as(total, rdt)

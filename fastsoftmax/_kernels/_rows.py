@@ -117,12 +117,18 @@ def _cast_like(arr, v):
 # ---------------------------------------------------------------- scalars
 @exact
 def neumaier(s, comp, v):
-    """One step of Neumaier's compensated sum: returns the new (s, comp)."""
+    """One step of Neumaier's compensated sum: returns the new (s, comp).
+
+    Once the sum is infinite or NaN the compensation stops changing (it
+    would otherwise become inf - inf = NaN and turn an infinite sum into NaN).
+    """
     t = s + v
     if abs(s) >= abs(v):
-        comp += (s - t) + v
+        c = (s - t) + v
     else:
-        comp += (v - t) + s
+        c = (v - t) + s
+    if t - t == 0.0:
+        comp += c
     return t, comp
 
 
