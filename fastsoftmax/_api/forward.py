@@ -7,7 +7,8 @@ import numpy as np
 from .._kernels import forward as fk
 from .._kernels import jacobian as jk
 from .._validate import check_out, check_temperature
-from ._common import Plan, cast, prepare, run, scalar_result, target_for, user_axis
+from ._common import (PARALLEL_MIN_ELEMENTS, Plan, cast, prepare, run, scalar_result, target_for,
+                      user_axis)
 
 # never-written stand-ins for the arrays a mode does not use
 _DUMMY = {dt: {"rows_out": np.empty((1, 1), dt), "lanes_out": np.empty((1, 1, 1), dt),
@@ -52,6 +53,17 @@ def _run_forward(plan, mask, th, tl, out_arr, lse_arr, mode):
             xin, mask, th, tl, out_v, lse_v, mode)
 
 
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+
+
+def _fast_ok(x, axis):
+    """The common small case: a C-contiguous float32/float64 ndarray, class axis last."""
+    return (type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64)
+            and 0 < x.ndim <= 2 and (axis == -1 or axis == x.ndim - 1)
+            and 0 < x.size < PARALLEL_MIN_ELEMENTS and x.shape[-1] and x.flags.c_contiguous)
+
+
 def _softmax_like(x, axis, where, temperature, out, mode):
     a, cdt, rdt = prepare(x)
     ax = user_axis(axis, a.ndim)
@@ -63,6 +75,14 @@ def _softmax_like(x, axis, where, temperature, out, mode):
         th, tl = inverse_temperature(t, cdt)
         _run_forward(plan, mask, th, tl, dst, None, mode)
     return scalar_result(finish(dst))
+
+
+def _fast_forward(x, mode):
+    x2 = x if x.ndim == 2 else x.reshape(1, -1)
+    y = np.empty(x.shape, x.dtype)
+    fk.forward_rows_simple(x2, y if x.ndim == 2 else y.reshape(x2.shape),
+                           _DUMMY[x.dtype]["rows_lse"], mode)
+    return y
 
 
 def softmax(x, axis=-1, *, where=None, temperature=1.0, out=None):
@@ -96,6 +116,9 @@ def softmax(x, axis=-1, *, where=None, temperature=1.0, out=None):
     Rows with a NaN are all NaN; rows with ``k`` entries ``+inf`` give ``1/k``
     at them and 0 elsewhere; rows of only ``-inf`` are all 0.
     """
+    if (where is None and out is None and type(temperature) is float and temperature == 1.0
+            and _fast_ok(x, axis)):
+        return _fast_forward(x, fk.MODE_SOFTMAX)
     return _softmax_like(x, axis, where, temperature, out, fk.MODE_SOFTMAX)
 
 
@@ -111,6 +134,9 @@ def log_softmax(x, axis=-1, *, where=None, temperature=1.0, out=None):
     entries ``+inf`` they get ``-log k`` and the rest ``-inf``; a row of only
     ``-inf`` is all ``-inf``).
     """
+    if (where is None and out is None and type(temperature) is float and temperature == 1.0
+            and _fast_ok(x, axis)):
+        return _fast_forward(x, fk.MODE_LOG_SOFTMAX)
     return _softmax_like(x, axis, where, temperature, out, fk.MODE_LOG_SOFTMAX)
 
 
@@ -123,6 +149,11 @@ def logsumexp(x, axis=-1, *, where=None, keepdims=False, out=None):
     are all ``-inf`` or masked out. A NaN gives NaN; a ``+inf`` gives
     ``+inf``. Unlike SciPy, there is no ``b=`` weight and no ``return_sign``.
     """
+    if where is None and out is None and not keepdims and _fast_ok(x, axis):
+        x2 = x if x.ndim == 2 else x.reshape(1, -1)
+        lse = np.empty(x2.shape[0], x.dtype)
+        fk.forward_rows_simple(x2, _DUMMY[x.dtype]["rows_out"], lse, fk.MODE_LOGSUMEXP)
+        return lse if x.ndim == 2 else lse[0]
     a, cdt, rdt = prepare(x)
     ax = user_axis(axis, a.ndim)
     plan = Plan(a, ax, cdt)

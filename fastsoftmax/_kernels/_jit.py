@@ -2,11 +2,12 @@
 
 One place decides how kernels are compiled:
 
-* ``EXACT`` = ``{"nsz", "contract"}`` is the default for every kernel and
-  helper: no reassociation, no reciprocal or function approximations. LLVM
-  may still fuse ``a*b + c`` into an FMA (one rounding instead of two).
-  ``nnan``/``ninf`` are never used: NaN and ``-inf`` (masks) are ordinary
-  inputs here.
+* ``EXACT`` (no fast-math flag at all: IEEE arithmetic) is the default for
+  every kernel and helper. FMAs are written explicitly (``fma``) where they
+  are wanted, never left to LLVM's contraction: contraction depends on the
+  surrounding code, so the same formula compiled into two kernels (the loss
+  alone, the loss with its gradient) could round differently. ``nnan`` and
+  ``ninf`` are never used: NaN and ``-inf`` (masks) are ordinary inputs.
 * ``FAST`` adds ``reassoc``, ``arcp`` and ``afn``; it is confined to small
   ``reduction`` functions whose loops are pure sums or maxima, which LLVM
   vectorises only when it may reorder them. With ``reassoc`` anywhere else,
@@ -53,7 +54,7 @@ from numba.np.arrayobj import load_item, store_item
 PYTHON_MODE = bool(config.DISABLE_JIT)
 
 FAST = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
-EXACT = frozenset({"nsz", "contract"})
+EXACT = frozenset()
 
 _KERNEL_OPTS = dict(error_model="numpy", nogil=True)
 

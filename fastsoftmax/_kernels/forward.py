@@ -243,31 +243,46 @@ def _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv,
                 lse[b0 + k] = ls[0, k]
 
 
+@helper
+def _rows_range(x, mask, th, tl, scaled, out, lse, mode, r0, r1):
+    """Rows [r0, r1): wide rows one by one, short rows through lanes."""
+    wide()
+    n = x.shape[1]
+    if n >= SMALL_C:
+        scratch = np.empty((3, SB), dtype=x.dtype)
+        for i in range(r0, r1):
+            if i + 1 < r1 and n <= PREFETCH_MAX:
+                prefetch_row(x, i + 1, n)
+            _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch)
+    elif n > 0:
+        g = min(G, r1 - r0)
+        xs = np.empty((1, n, g), dtype=x.dtype)
+        os = np.empty((1, n, g), dtype=x.dtype)
+        ls = np.empty((1, g), dtype=x.dtype)
+        mv = np.empty(g, dtype=x.dtype)
+        ev = np.empty(g, dtype=x.dtype)
+        sv = np.empty((4, g), dtype=np.float64)
+        cv = np.empty(g, dtype=np.int64)
+        _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv, sv, cv, ev)
+
+
 @kernel
 def forward_rows(x, mask, th, tl, out, lse, mode, nchunks):
     """Softmax family over the rows of a C-contiguous (R, C) array."""
-    wide()
-    R, n = x.shape
+    R = x.shape[0]
     scaled = not (th == 1.0 and tl == 0.0)
     for ch in prange(nchunks):
-        r0 = ch * R // nchunks
-        r1 = (ch + 1) * R // nchunks
-        if n >= SMALL_C:
-            scratch = np.empty((3, SB), dtype=x.dtype)
-            for i in range(r0, r1):
-                if i + 1 < r1 and n <= PREFETCH_MAX:
-                    prefetch_row(x, i + 1, n)
-                _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch)
-        elif n > 0:
-            xs = np.empty((1, n, G), dtype=x.dtype)
-            os = np.empty((1, n, G), dtype=x.dtype)
-            ls = np.empty((1, G), dtype=x.dtype)
-            mv = np.empty(G, dtype=x.dtype)
-            ev = np.empty(G, dtype=x.dtype)
-            sv = np.empty((4, G), dtype=np.float64)
-            cv = np.empty(G, dtype=np.int64)
-            _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv, sv,
-                        cv, ev)
+        _rows_range(x, mask, th, tl, scaled, out, lse, mode, ch * R // nchunks,
+                    (ch + 1) * R // nchunks)
+
+
+@kernel
+def forward_rows_simple(x, out, lse, mode):
+    """forward_rows without mask or temperature, serial: the small-call fast path
+    (fewer arguments make Numba's dispatch about twice cheaper)."""
+    one = cast_like(x, 1.0)
+    zero = cast_like(x, 0.0)
+    _rows_range(x, None, one, zero, False, out, lse, mode, 0, x.shape[0])
 
 
 forward_rows_parallel = parallel_twin(forward_rows)

@@ -4,8 +4,9 @@ Numba lowers ``math.exp`` to a scalar libm call (there is no SVML any more),
 so a loop that calls it never vectorises. The functions here are polynomials
 plus exponent-bit tricks that LLVM turns into SIMD code. Each public name is
 a stub dispatched on the float type by ``@overload``; the implementations are
-compiled with the ``EXACT`` flag set (no ``reassoc``) so the compensated steps
-are kept, and LLVM inlines them into the calling vector loop.
+compiled with the ``EXACT`` flag set (plain IEEE arithmetic: FMAs are
+written out where they are wanted, so every code path rounds identically), and
+LLVM inlines them into the calling vector loop.
 
 exp
     ``n = round(q / ln 2)``, ``r = q - n ln2`` with a two-part ``ln 2``
@@ -125,16 +126,16 @@ def _exp_core(q, delta):
         q0, q1, q2, q3, q4 = _Q32
 
         def impl32(q, delta):
-            t = q * _LOG2E_32 + _MAGIC_32
+            t = fma(q, _LOG2E_32, _MAGIC_32)        # rounds q / ln 2 to an integer
             n = t - _MAGIC_32
-            r = q - n * _LN2_HI_32
-            dl = delta - n * _LN2_LO_32
-            dl = (F32(0.5) * dl) * dl + dl     # exp(dl) - 1 to second order
-            qq = (((q4 * r + q3) * r + q2) * r + q1) * r + q0
+            r = fma(-n, _LN2_HI_32, q)               # exact
+            dl = fma(-n, _LN2_LO_32, delta)
+            dl = fma(F32(0.5) * dl, dl, dl)          # exp(dl) - 1 to second order
+            qq = fma(fma(fma(fma(q4, r, q3), r, q2), r, q1), r, q0)
             s1 = (r * r) * qq
             s2 = r + s1
             p = F32(1.0) + s2
-            e = F32(1.0) + (dl * p + s2)
+            e = F32(1.0) + fma(dl, p, s2)
             ni = f32_bits(t) - _MAGIC_BITS_32
             n1 = ni >> 1                     # 2**n = 2**n1 * 2**(n - n1), both normal
             s1 = f32_from_bits((n1 + np.int32(127)) << np.int32(23))
@@ -145,17 +146,17 @@ def _exp_core(q, delta):
         c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 = _Q64
 
         def impl64(q, delta):
-            t = q * _LOG2E_64 + _MAGIC_64
+            t = fma(q, _LOG2E_64, _MAGIC_64)
             n = t - _MAGIC_64
-            r = q - n * _LN2_HI_64
-            dl = delta - n * _LN2_LO_64
-            dl = (F64(0.5) * dl) * dl + dl     # exp(dl) - 1 to second order
-            qq = ((((((((c9 * r + c8) * r + c7) * r + c6) * r + c5) * r + c4) * r + c3) * r
-                   + c2) * r + c1) * r + c0
+            r = fma(-n, _LN2_HI_64, q)
+            dl = fma(-n, _LN2_LO_64, delta)
+            dl = fma(F64(0.5) * dl, dl, dl)
+            qq = fma(fma(fma(fma(fma(fma(fma(fma(fma(c9, r, c8), r, c7), r, c6), r, c5), r, c4),
+                                 r, c3), r, c2), r, c1), r, c0)
             s1 = (r * r) * qq
             s2 = r + s1
             p = F64(1.0) + s2
-            e = F64(1.0) + (dl * p + s2)
+            e = F64(1.0) + fma(dl, p, s2)
             ni = f64_bits(t) - _MAGIC_BITS_64
             n1 = ni >> 1
             s1 = f64_from_bits((n1 + np.int64(1023)) << np.int64(52))
@@ -213,6 +214,6 @@ def _log1p_f64(u):
         hfsq = F64(0.5) * f * f
         s = f / (F64(2.0) + f)
         z = s * s
-        r = z * (lg1 + z * (lg2 + z * (lg3 + z * (lg4 + z * (lg5 + z * (lg6 + z * lg7))))))
+        r = z * fma(fma(fma(fma(fma(fma(lg7, z, lg6), z, lg5), z, lg4), z, lg3), z, lg2), z, lg1)
         return kf * ln2_hi - ((hfsq - (s * (hfsq + r) + (kf * ln2_lo + c))) - f)
     return impl
