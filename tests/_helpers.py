@@ -32,11 +32,17 @@ def ulp_error(got, ref, dt):
     w = wide_dtype(dt)
     ref_w = np.asarray(ref, dtype=w)
     got_w = np.asarray(got, dtype=w)
-    spacing = np.spacing(np.abs(ref_w.astype(dt))).astype(w)
     with np.errstate(all="ignore"):
+        spacing = np.spacing(np.abs(ref_w.astype(dt))).astype(w)
         err = np.abs(got_w - ref_w) / spacing
     err = np.where(got_w == ref_w, 0.0, err)
     return err.astype(np.float64)
+
+
+def representable(ref, dt):
+    """Entries of a wider reference that are finite in dtype ``dt`` (no overflow warning)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.isfinite(np.asarray(ref).astype(dt))
 
 
 def max_ulp(got, ref, dt, mask=None):

@@ -6,7 +6,7 @@ import numpy as np
 
 from .._kernels import forward as fk
 from .._kernels import jacobian as jk
-from .._validate import check_out, check_temperature
+from .._validate import F64, check_out, check_temperature
 from ._common import (PARALLEL_MIN_ELEMENTS, Plan, cast, prepare, run, scalar_result, target_for,
                       user_axis)
 
@@ -148,13 +148,26 @@ def logsumexp(x, axis=-1, *, where=None, keepdims=False, out=None):
     length ``axis`` gives ``-inf`` (the log of an empty sum), as do rows that
     are all ``-inf`` or masked out. A NaN gives NaN; a ``+inf`` gives
     ``+inf``. Unlike SciPy, there is no ``b=`` weight and no ``return_sign``.
+
+    Accuracy: within 4 ULP, except that a result near zero from a negative
+    maximum (``m + log(c + s)`` with ``m`` close to ``-log(c + s)``) is as
+    ill-conditioned as the sum itself: its relative error grows with
+    ``|m| / |logsumexp|``. Float32 and float16 inputs are reduced in float64,
+    which absorbs such cancellation up to a factor of about 2**28; float64
+    inputs carry about ``|m| / |logsumexp|`` ULP there.
     """
-    if where is None and out is None and not keepdims and _fast_ok(x, axis):
+    if (where is None and out is None and not keepdims and _fast_ok(x, axis)
+            and x.dtype is _F64):
         x2 = x if x.ndim == 2 else x.reshape(1, -1)
         lse = np.empty(x2.shape[0], x.dtype)
         fk.forward_rows_simple(x2, _DUMMY[x.dtype]["rows_out"], lse, fk.MODE_LOGSUMEXP)
         return lse if x.ndim == 2 else lse[0]
     a, cdt, rdt = prepare(x)
+    # m + log(c + s) cancels when the result is near 0 with m < 0: the
+    # exponentials' rounding is then magnified by |m| / |lse|. Float32 (and
+    # float16) data is therefore reduced in float64, which keeps the float32
+    # result within a few ULP for any cancellation up to a factor of ~2**28.
+    cdt = F64
     ax = user_axis(axis, a.ndim)
     plan = Plan(a, ax, cdt)
     mask = plan.mask_view(where, a.shape) if where is not None else None

@@ -34,7 +34,8 @@ from numba import types
 
 from ._jit import (EXACT, FAST, F64, exact, fma, fmax_nan_dropping, helper, inline, ld1, ld2, ld3,
                    overloaded, prefetch2, py_call, reduction, st2, wide)
-from .vmath import exp_shifted, exp_shifted_scaled
+from .vmath import (BIG, exp_shifted, exp_shifted_big, exp_shifted_scaled,
+                    exp_shifted_scaled_big)
 
 SB = 1024        # superblock: exponentials kept in L1 between sweeps
 VB = 64          # vector-loop granularity (16 float32 lanes x 4 unrolled)
@@ -172,10 +173,21 @@ def row_max(x, mask, i, n):
 
 
 @helper
-def exp_span(x, mask, i, a, b, m, th, tl, scaled, dst, drow, doff):
-    """dst[drow, doff + (j - a)] = exp((x[i, j] - m) / T) for j in [a, b)."""
+def exp_span(x, mask, i, a, b, m, th, tl, scaled, big, dst, drow, doff):
+    """dst[drow, doff + (j - a)] = exp((x[i, j] - m) / T) for j in [a, b).
+
+    With ``big``, 2**64 times that (the scaled exponentials of split sums).
+    """
     wide()
-    if scaled:
+    if big:
+        if scaled:
+            for j in range(a, b):
+                st2(dst, drow, doff + (j - a),
+                    exp_shifted_scaled_big(xload2(x, mask, i, j), m, th, tl))
+        else:
+            for j in range(a, b):
+                st2(dst, drow, doff + (j - a), exp_shifted_big(xload2(x, mask, i, j), m))
+    elif scaled:
         for j in range(a, b):
             st2(dst, drow, doff + (j - a), exp_shifted_scaled(xload2(x, mask, i, j), m, th, tl))
     else:
@@ -188,9 +200,9 @@ def span_sum(e, row, a, b):
     return py_call(span_sum, e, row, a, b)
 
 
-def span_sum_below_one(e, row, a, b):
-    """Like span_sum, over the entries below 1 (the non-maximal exponentials)."""
-    return py_call(span_sum_below_one, e, row, a, b)
+def span_sum_split(e, row, a, b):
+    """Sum of the scaled exponentials below BIG (the non-maximal ones), as span_sum."""
+    return py_call(span_sum_split, e, row, a, b)
 
 
 def acc_add(like, s, comp, v):
@@ -198,13 +210,15 @@ def acc_add(like, s, comp, v):
     return py_call(acc_add, like, s, comp, v)
 
 
-_SPLIT_MAGIC = F64(1.5 * 2.0 ** 26)
+UNIT_MAGIC = F64(1.5 * 2.0 ** 26)       # splits values in [0, 1] at 2**-26
+BIG_MAGIC = F64(1.5 * 2.0 ** 90)        # splits values in [0, 2**64] at 2**38
+INV_BIG = F64(2.0 ** -64)
 
 
 @exact
 def split26(v):
     """v in [0, 1] as hi + lo, hi a multiple of 2**-26 (exact: magic-number rounding)."""
-    hi = (v + _SPLIT_MAGIC) - _SPLIT_MAGIC
+    hi = (v + UNIT_MAGIC) - UNIT_MAGIC
     return hi, v - hi
 
 
@@ -216,12 +230,13 @@ def _is_f64_array(e):
 # only place reassociation is allowed; see _jit).
 _VEC_OPTS = dict(fastmath=set(FAST), error_model="numpy", nogil=True)
 
-# Float64 exponentials (all in [0, 1]) are summed with a negligible error:
-# each entry is split into a multiple of 2**-26 and a remainder below 2**-27.
-# The multiples add up exactly in any order (totals stay below 2**27), so LLVM
-# may vectorise and reorder that sum freely; the remainders' sum is so small
-# that its reordering error is ~2**-40 of a unit roundoff. Float32 data is
-# simply summed in float64.
+# Float64 exponentials (all in [0, 1], or [0, 2**64] when scaled) are summed
+# with a negligible error: each entry is split into a multiple of 2**-26 of
+# the range and a remainder below half of that. The multiples add up exactly
+# in any order (totals stay below 2**27 ranges), so LLVM may vectorise and
+# reorder that sum freely; the remainders' sum is so small that its
+# reordering error is ~2**-40 of a unit roundoff. Float32 data is simply
+# summed in float64.
 
 @overloaded(span_sum, jit_options=_VEC_OPTS)
 def _span_sum(e, row, a, b):
@@ -246,8 +261,8 @@ def _span_sum(e, row, a, b):
     return impl
 
 
-@overloaded(span_sum_below_one, jit_options=_VEC_OPTS)
-def _span_sum_below_one(e, row, a, b):
+@overloaded(span_sum_split, jit_options=_VEC_OPTS)
+def _span_sum_split(e, row, a, b):
     if _is_f64_array(e):
         def impl64(e, row, a, b):
             wide()
@@ -255,7 +270,7 @@ def _span_sum_below_one(e, row, a, b):
             sl = 0.0
             for j in range(a, b):
                 v = ld2(e, row, j)
-                h, l_ = split26(v if v != 1.0 else 0.0)
+                h, l_ = split_at(v if v != BIG else 0.0, BIG_MAGIC)
                 sh += h
                 sl += l_
             return sh, sl
@@ -266,24 +281,25 @@ def _span_sum_below_one(e, row, a, b):
         s = 0.0
         for j in range(a, b):
             v = F64(ld2(e, row, j))
-            s += v if v != 1.0 else 0.0
+            s += v if v != BIG else 0.0
         return s, 0.0
     return impl
 
 
-def lane_acc(like, sh, sl, v):
-    """(sh, sl) + v for a lane sum of exponentials in [0, 1] (see span_sum)."""
-    return py_call(lane_acc, like, sh, sl, v)
+def lane_acc(like, sh, sl, v, magic):
+    """(sh, sl) + v for a lane sum of exponentials (see span_sum; ``magic`` is
+    UNIT_MAGIC for plain, BIG_MAGIC for scaled exponentials)."""
+    return py_call(lane_acc, like, sh, sl, v, magic)
 
 
 @overloaded(lane_acc, inline="always")
-def _lane_acc(like, sh, sl, v):
+def _lane_acc(like, sh, sl, v, magic):
     if _is_f64_array(like):
-        def impl64(like, sh, sl, v):
-            h, l_ = split26(v)
+        def impl64(like, sh, sl, v, magic):
+            h, l_ = split_at(v, magic)
             return sh + h, sl + l_
         return impl64
-    return lambda like, sh, sl, v: (sh + F64(v), sl)
+    return lambda like, sh, sl, v, magic: (sh + F64(v), sl)
 
 
 @exact
@@ -362,11 +378,12 @@ def _split_like(arr, hi, lo):
 
 
 @helper
-def count_ones_span(e, row, a, b):
+def count_maxima_span(e, row, a, b):
+    """The number of scaled exponentials equal to BIG (the row's maxima)."""
     wide()
     c = 0
     for j in range(a, b):
-        c += 1 if ld2(e, row, j) == 1.0 else 0
+        c += 1 if ld2(e, row, j) == BIG else 0
     return c
 
 
@@ -388,9 +405,11 @@ def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_ds
     Writes the exponentials to ``dst`` (row ``drow``, at the row's own column
     offsets when ``use_dst_offsets``; otherwise superblock by superblock at
     offset 0, overwriting, as a scratch area) and returns ``(hi, lo, c)``:
-    the sum of all exponentials as a double-word when not ``want_split``,
-    else the sum of those below one, with ``c`` the count of ones.
-    Scratch rows 0 and 1 hold the padded tail.
+    the sum of all exponentials as a double-word when not ``want_split``;
+    else the sum of those of the non-maximal entries, with ``c`` the count of
+    maxima. In the split case ``dst`` receives the exponentials times 2**64
+    (see ``vmath.exp_core_big``); the sums returned are unscaled. Scratch
+    rows 0 and 1 hold the padded tail.
     """
     wide()
     n64 = n - n % VB
@@ -400,20 +419,20 @@ def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_ds
     for a in range(0, n64, SB):
         b = min(a + SB, n64)
         off = a if use_dst_offsets else 0
-        exp_span(x, mask, i, a, b, m, th, tl, scaled, dst, drow, off)
+        exp_span(x, mask, i, a, b, m, th, tl, scaled, want_split, dst, drow, off)
         if want_split:
-            hi, lo = span_sum_below_one(dst, drow, off, off + (b - a))
-            c += count_ones_span(dst, drow, off, off + (b - a))
+            hi, lo = span_sum_split(dst, drow, off, off + (b - a))
+            c += count_maxima_span(dst, drow, off, off + (b - a))
         else:
             hi, lo = span_sum(dst, drow, off, off + (b - a))
         s, comp = neumaier(s, comp, hi)
         comp += lo
     if n64 < n:
         tail_to_scratch(x, mask, i, n64, n, scratch, 0)
-        exp_span(scratch, None, 0, 0, VB, m, th, tl, scaled, scratch, 1, 0)
+        exp_span(scratch, None, 0, 0, VB, m, th, tl, scaled, want_split, scratch, 1, 0)
         if want_split:
-            hi, lo = span_sum_below_one(scratch, 1, 0, VB)
-            c += count_ones_span(scratch, 1, 0, VB)
+            hi, lo = span_sum_split(scratch, 1, 0, VB)
+            c += count_maxima_span(scratch, 1, 0, VB)
         else:
             hi, lo = span_sum(scratch, 1, 0, VB)
         s, comp = neumaier(s, comp, hi)
@@ -422,7 +441,10 @@ def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_ds
             for j in range(n64, n):
                 st2(dst, drow, j, ld2(scratch, 1, j - n64))
     hi = s + comp
-    return hi, comp - (hi - s), c
+    lo = comp - (hi - s)
+    if want_split:
+        return hi * INV_BIG, lo * INV_BIG, c
+    return hi, lo, c
 
 
 # ---------------------------------------------------------------- special rows

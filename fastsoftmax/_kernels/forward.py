@@ -26,10 +26,11 @@ from numba import prange, types
 from ._jit import (F64, fma, fmax_nan_dropping, helper, inline, kernel, ld2, ld3, overloaded,
                    parallel_twin, py_call, st2, st3, wide)
 from ._rows import (MODE_LOG_SOFTMAX, MODE_LOGSUMEXP, MODE_SOFTMAX, PREFETCH_MAX, SB, SMALL_C,
-                    VB, acc_add, lane_acc, prefetch_row,
+                    BIG_MAGIC, INV_BIG, UNIT_MAGIC, VB, acc_add, lane_acc, prefetch_row,
                     cast_like, dw_inverse, log_c_plus_s, neumaier, row_exp_sums, row_max,
                     special_row, split_like, xload2, xload3)
-from .vmath import exp_shifted, exp_shifted_scaled, log1p_f64, two_sum
+from .vmath import (BIG, exp_shifted, exp_shifted_big, exp_shifted_scaled,
+                    exp_shifted_scaled_big, log1p_f64, two_sum)
 
 
 def row_of(a, i):
@@ -105,25 +106,33 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
             cv[k] = _FINISHED
     split = mode != MODE_SOFTMAX
     for c in range(n):
-        if scaled:
-            for k in range(kk):
-                ev[k] = exp_shifted_scaled(xload3(x, mask, o, c, k0 + k), mv[k], th, tl)
-        else:
-            for k in range(kk):
-                ev[k] = exp_shifted(xload3(x, mask, o, c, k0 + k), mv[k])
         if split:
+            # scaled exponentials (times 2**64): no term of the sum is subnormal
+            if scaled:
+                for k in range(kk):
+                    ev[k] = exp_shifted_scaled_big(xload3(x, mask, o, c, k0 + k), mv[k], th,
+                                                   tl)
+            else:
+                for k in range(kk):
+                    ev[k] = exp_shifted_big(xload3(x, mask, o, c, k0 + k), mv[k])
             for k in range(kk):
-                v = ev[k]
-                one = v == 1.0
+                v = F64(ev[k])
+                one = v == BIG
                 cv[k] += 1 if one else 0
-                h, l_ = lane_acc(ev, sv[0, k], sv[1, k], v if not one else ev[k] * 0)
+                h, l_ = lane_acc(ev, sv[0, k], sv[1, k], 0.0 if one else v, BIG_MAGIC)
                 sv[0, k] = h
                 sv[1, k] = l_
         else:
+            if scaled:
+                for k in range(kk):
+                    ev[k] = exp_shifted_scaled(xload3(x, mask, o, c, k0 + k), mv[k], th, tl)
+            else:
+                for k in range(kk):
+                    ev[k] = exp_shifted(xload3(x, mask, o, c, k0 + k), mv[k])
             for k in range(kk):
                 if cv[k] >= 0:
                     st3(out, o, c, k0 + k, ev[k])
-                h, l_ = lane_acc(ev, sv[0, k], sv[1, k], ev[k])
+                h, l_ = lane_acc(ev, sv[0, k], sv[1, k], F64(ev[k]), UNIT_MAGIC)
                 sv[0, k] = h
                 sv[1, k] = l_
     # a NaN somewhere in a lane (an in-place softmax has already overwritten it)
@@ -140,6 +149,8 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
         hi = sv[0, k] + sv[1, k]
         lo = sv[1, k] - (hi - sv[0, k])
         if split:
+            hi *= INV_BIG
+            lo *= INV_BIG
             cm1 = F64(cv[k] - 1)
             t, tlo = two_sum(cm1, hi)
             ell = log1p_f64(t) + (tlo + lo) / (1.0 + t)

@@ -42,9 +42,9 @@ from numba import prange
 
 from ._jit import (F64, exact, fmax_nan_dropping, helper, inline, kernel, ld2, ld3, parallel_twin,
                    reduction, st2, st3, wide)
-from ._rows import (SB, SMALL_C, cast_like, lane_acc, log_c_plus_s, neumaier, row_exp_sums,
-                    row_max)
-from .vmath import exp_shifted, log1p_f64, two_sum
+from ._rows import (BIG_MAGIC, INV_BIG, SB, SMALL_C, cast_like, lane_acc, log_c_plus_s, neumaier,
+                    row_exp_sums, row_max)
+from .vmath import BIG, exp_shifted, exp_shifted_big, log1p_f64, two_sum
 
 KIND_INDEX = 0
 KIND_DIST = 1
@@ -225,7 +225,7 @@ def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
         wt = _weight(weight, t)
         mt = (1.0 - eps) * wt
         msum = mt + eps * inv_n * wsum
-        k1 = (alpha * msum + zc) * inv
+        k1 = (alpha * msum + zc) * inv * INV_BIG     # grad holds 2**64 e
         ew = alpha * eps * inv_n
         if ew != 0.0 and weight.shape[0]:
             for c in range(n):
@@ -243,7 +243,7 @@ def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
         gt = alpha * (-mt * qt + eps * inv_n * (wsum * pt - wt)) + zc * pt
         st2(grad, i, t, gt)
     else:
-        k1 = (alpha * wsum_q + zc) * inv
+        k1 = (alpha * wsum_q + zc) * inv * INV_BIG
         for c in range(n):
             mass = _mass_dist(weight, tq, i, c, eps, inv_n)
             st2(grad, i, c, F64(ld2(grad, i, c)) * k1 - alpha * mass)
@@ -312,23 +312,24 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
                     fv[2, k] += _xlogterm(mass, F64(sv[k]) - F64(ld3(x, o, c, k0 + k)))
                     fv[3, k] += mass
         for k in range(kk):
-            ev[k] = exp_shifted(ld3(x, o, c, k0 + k), sv[k])
+            ev[k] = exp_shifted_big(ld3(x, o, c, k0 + k), sv[k])      # times 2**64
         if want_grad:
             for k in range(kk):
                 if iv[0, k] >= 0:
                     st3(grad, o, c, k0 + k, ev[k])
         for k in range(kk):
-            v = ev[k]
-            one = v == 1.0
+            v = F64(ev[k])
+            one = v == BIG
             iv[0, k] += 1 if one else 0
-            h, l_ = lane_acc(ev, fv[0, k], fv[1, k], 0.0 if one else F64(v))
+            h, l_ = lane_acc(ev, fv[0, k], fv[1, k], 0.0 if one else v, BIG_MAGIC)
             fv[0, k] = h
             fv[1, k] = l_
     # per lane, vectorised
     for k in range(kk):
         cnt = iv[0, k]
         hi = fv[0, k] + fv[1, k]
-        lo = fv[1, k] - (hi - fv[0, k])
+        lo = (fv[1, k] - (hi - fv[0, k])) * INV_BIG
+        hi *= INV_BIG
         t2, tlo = two_sum(F64(cnt - 1), hi)
         ell = log1p_f64(t2) + (tlo + lo) / (1.0 + t2)
         mf = F64(sv[k])
@@ -365,7 +366,7 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
             msum = (1.0 - eps) * wt + eps * inv_n * wsum
         else:
             msum = fv[3, k]
-        fv[8, k] = (av[k] * msum + zc) * fv[6, k]
+        fv[8, k] = (av[k] * msum + zc) * fv[6, k] * INV_BIG    # grad holds 2**64 e
     for c in range(n):
         wc = _weight(weight, c)
         for k in range(kk):

@@ -25,8 +25,15 @@ exp
     usual libraries at logit spreads of +-30).
 
     ``2**n`` is applied as two normal factors, so results in the subnormal
-    range round correctly (gradual underflow: ``log_softmax([0, -90])`` in
-    float32 needs ``exp(-90) = 8.2e-40``); NaN propagates.
+    range round correctly (gradual underflow); NaN propagates.
+
+    The ``_big`` variants return ``2**64`` times the exponential (exactly:
+    the factor goes into the exponent bits). Sums of exponentials whose
+    logarithm matters (log-softmax, logsumexp, cross-entropy) use them, so
+    that terms near the bottom of the range stay normal numbers with full
+    relative precision: ``log_softmax([0, -90])`` in float32 is ``-exp(-90)
+    = -8.2e-40``, accurate to the last bit of a subnormal, and a row whose
+    tiny ``s`` is made of many subnormal-sized terms keeps its digits.
 
 log1p (float64, for u >= 0)
     ``y = 1 + u`` with the exact correction ``c = (u - (y - 1)) / y``,
@@ -42,6 +49,8 @@ from ._jit import (EXACT, F32, F64, f32_bits, f32_from_bits, f64_bits, f64_from_
                    overloaded, py_call)
 
 _OPTS = dict(fastmath=set(EXACT), error_model="numpy", nogil=True)
+
+BIG = 2.0 ** 64            # the scale of the _big exponentials
 
 # ---------------------------------------------------------------- float32
 _LOG2E_32 = F32(1.4426950408889634)
@@ -87,6 +96,21 @@ def exp_core(q, delta):
     return py_call(exp_core, q, delta)
 
 
+def exp_core_big(q, delta):
+    """2**64 * exp(q + delta): exp_core scaled so that no term of a sum is subnormal."""
+    return py_call(exp_core_big, q, delta)
+
+
+def exp_shifted_big(x, m):
+    """2**64 * exp(x - m) (see exp_core_big)."""
+    return py_call(exp_shifted_big, x, m)
+
+
+def exp_shifted_scaled_big(x, m, th, tl):
+    """2**64 * exp((x - m) * (th + tl)) (see exp_core_big)."""
+    return py_call(exp_shifted_scaled_big, x, m, th, tl)
+
+
 def exp_shifted(x, m):
     """exp(x - m) with the exact rounding residual of x - m (x <= m)."""
     return py_call(exp_shifted, x, m)
@@ -120,74 +144,98 @@ def _two_sum(a, b):
     return impl
 
 
-@overloaded(exp_core, jit_options=_OPTS)
-def _exp_core(q, delta):
-    if _is32(q):
-        q0, q1, q2, q3, q4 = _Q32
+def _exp_generator(bias32, bias64, zero32, zero64):
+    """The overload of exp_core (bias 0) or exp_core_big (result times 2**64).
 
-        def impl32(q, delta):
-            t = fma(q, _LOG2E_32, _MAGIC_32)        # rounds q / ln 2 to an integer
-            n = t - _MAGIC_32
-            r = fma(-n, _LN2_HI_32, q)               # exact
-            dl = fma(-n, _LN2_LO_32, delta)
-            dl = fma(F32(0.5) * dl, dl, dl)          # exp(dl) - 1 to second order
-            qq = fma(fma(fma(fma(q4, r, q3), r, q2), r, q1), r, q0)
-            s1 = (r * r) * qq
-            s2 = r + s1
-            p = F32(1.0) + s2
-            e = F32(1.0) + fma(dl, p, s2)
-            ni = f32_bits(t) - _MAGIC_BITS_32
-            n1 = ni >> 1                     # 2**n = 2**n1 * 2**(n - n1), both normal
-            s1 = f32_from_bits((n1 + np.int32(127)) << np.int32(23))
-            s2 = f32_from_bits((ni - n1 + np.int32(127)) << np.int32(23))
-            return F32(0.0) if q < _ZERO_BELOW_32 else (e * s1) * s2
-        return impl32
-    if _is64(q):
-        c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 = _Q64
+    ``bias`` is added to each of the two exponent factors; ``zero`` is where
+    the result is flushed to +0 (below half the least subnormal for the plain
+    version; for the big one, where even the scaled value would leave the
+    normal range, far below anything a sum of scaled terms can notice).
+    """
+    def generator(q, delta):
+        if _is32(q):
+            q0, q1, q2, q3, q4 = _Q32
+            b32 = np.int32(127 + bias32)
 
-        def impl64(q, delta):
-            t = fma(q, _LOG2E_64, _MAGIC_64)
-            n = t - _MAGIC_64
-            r = fma(-n, _LN2_HI_64, q)
-            dl = fma(-n, _LN2_LO_64, delta)
-            dl = fma(F64(0.5) * dl, dl, dl)
-            qq = fma(fma(fma(fma(fma(fma(fma(fma(fma(c9, r, c8), r, c7), r, c6), r, c5), r, c4),
-                                 r, c3), r, c2), r, c1), r, c0)
-            s1 = (r * r) * qq
-            s2 = r + s1
-            p = F64(1.0) + s2
-            e = F64(1.0) + fma(dl, p, s2)
-            ni = f64_bits(t) - _MAGIC_BITS_64
-            n1 = ni >> 1
-            s1 = f64_from_bits((n1 + np.int64(1023)) << np.int64(52))
-            s2 = f64_from_bits((ni - n1 + np.int64(1023)) << np.int64(52))
-            return F64(0.0) if q < _ZERO_BELOW_64 else (e * s1) * s2
-        return impl64
-    return None
+            def impl32(q, delta):
+                t = fma(q, _LOG2E_32, _MAGIC_32)        # rounds q / ln 2 to an integer
+                n = t - _MAGIC_32
+                r = fma(-n, _LN2_HI_32, q)               # exact
+                dl = fma(-n, _LN2_LO_32, delta)
+                dl = fma(F32(0.5) * dl, dl, dl)          # exp(dl) - 1 to second order
+                qq = fma(fma(fma(fma(q4, r, q3), r, q2), r, q1), r, q0)
+                s1 = (r * r) * qq
+                s2 = r + s1
+                p = F32(1.0) + s2
+                e = F32(1.0) + fma(dl, p, s2)
+                ni = f32_bits(t) - _MAGIC_BITS_32
+                n1 = ni >> 1                     # 2**n = 2**n1 * 2**(n - n1), both normal
+                s1 = f32_from_bits((n1 + b32) << np.int32(23))
+                s2 = f32_from_bits((ni - n1 + b32) << np.int32(23))
+                return F32(0.0) if q < zero32 else (e * s1) * s2
+            return impl32
+        if _is64(q):
+            c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 = _Q64
+            b64 = np.int64(1023 + bias64)
 
-
-@overloaded(exp_shifted, jit_options=_OPTS)
-def _exp_shifted(x, m):
-    if not (isinstance(x, types.Float) and x == m):
+            def impl64(q, delta):
+                t = fma(q, _LOG2E_64, _MAGIC_64)
+                n = t - _MAGIC_64
+                r = fma(-n, _LN2_HI_64, q)
+                dl = fma(-n, _LN2_LO_64, delta)
+                dl = fma(F64(0.5) * dl, dl, dl)
+                qq = fma(fma(fma(fma(fma(fma(fma(fma(fma(c9, r, c8), r, c7), r, c6), r, c5),
+                                         r, c4), r, c3), r, c2), r, c1), r, c0)
+                s1 = (r * r) * qq
+                s2 = r + s1
+                p = F64(1.0) + s2
+                e = F64(1.0) + fma(dl, p, s2)
+                ni = f64_bits(t) - _MAGIC_BITS_64
+                n1 = ni >> 1
+                s1 = f64_from_bits((n1 + b64) << np.int64(52))
+                s2 = f64_from_bits((ni - n1 + b64) << np.int64(52))
+                return F64(0.0) if q < zero64 else (e * s1) * s2
+            return impl64
         return None
-
-    def impl(x, m):
-        d, lo = two_sum(x, -m)
-        return exp_core(d, lo)
-    return impl
+    return generator
 
 
-@overloaded(exp_shifted_scaled, jit_options=_OPTS)
-def _exp_shifted_scaled(x, m, th, tl):
-    if not (isinstance(x, types.Float) and x == m == th == tl):
-        return None
+overloaded(exp_core, jit_options=_OPTS)(
+    _exp_generator(0, 0, _ZERO_BELOW_32, _ZERO_BELOW_64))
+overloaded(exp_core_big, jit_options=_OPTS)(
+    _exp_generator(32, 32, F32(-131.5), F64(-752.0)))
 
-    def impl(x, m, th, tl):
-        d, lo = two_sum(x, -m)
-        q = d * th
-        qlo = fma(d, th, -q) + (d * tl + lo * th)   # fma(d, th, -q) is exact
-        return exp_core(q, qlo)
-    return impl
+
+def _shifted_generator(core):
+    def generator(x, m):
+        if not (isinstance(x, types.Float) and x == m):
+            return None
+
+        def impl(x, m):
+            d, lo = two_sum(x, -m)
+            return core(d, lo)
+        return impl
+    return generator
+
+
+def _shifted_scaled_generator(core):
+    def generator(x, m, th, tl):
+        if not (isinstance(x, types.Float) and x == m == th == tl):
+            return None
+
+        def impl(x, m, th, tl):
+            d, lo = two_sum(x, -m)
+            q = d * th
+            qlo = fma(d, th, -q) + (d * tl + lo * th)   # fma(d, th, -q) is exact
+            return core(q, qlo)
+        return impl
+    return generator
+
+
+overloaded(exp_shifted, jit_options=_OPTS)(_shifted_generator(exp_core))
+overloaded(exp_shifted_big, jit_options=_OPTS)(_shifted_generator(exp_core_big))
+overloaded(exp_shifted_scaled, jit_options=_OPTS)(_shifted_scaled_generator(exp_core))
+overloaded(exp_shifted_scaled_big, jit_options=_OPTS)(_shifted_scaled_generator(exp_core_big))
 
 
 @overloaded(log1p_f64, jit_options=_OPTS)
