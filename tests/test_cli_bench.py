@@ -1,0 +1,397 @@
+"""The benchmarking and info tooling: bench, info, warmup, the shared registry, asv.
+
+Structure only: no test asserts a wall-clock time (the machine is shared).
+Commands that import PyTorch/JAX run in subprocesses, so the test process's
+JAX configuration (``jax_enable_x64``) and thread settings stay untouched.
+"""
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastsoftmax
+from fastsoftmax import _bench_registry as R
+from fastsoftmax._cli import bench, info, warmup
+
+ROOT = Path(__file__).resolve().parents[1]
+_SHIM = ("import argparse, sys\n"
+         "from fastsoftmax._cli import {name} as m\n"
+         "p = argparse.ArgumentParser()\n"
+         "m.add_parser(p)\n"
+         "sys.exit(m.run(p.parse_args(sys.argv[1:])))\n")
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"]
+                                     if env.get("PYTHONPATH") else "")
+    env.update(extra)
+    return env
+
+
+def run_cli(name, *args, timeout=900, **env):
+    """Run one subcommand's module in a fresh interpreter (independent of the other commands)."""
+    return subprocess.run([sys.executable, "-c", _SHIM.format(name=name), *map(str, args)],
+                          cwd=ROOT, env=_env(**env), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _parse(mod, *argv):
+    p = argparse.ArgumentParser()
+    mod.add_parser(p)
+    return p.parse_args(list(argv))
+
+
+# --------------------------------------------------------------------- registry
+def test_registry_covers_the_public_api():
+    public = set(fastsoftmax.__all__)
+    assert set(R.KERNELS) <= public
+    assert set(R.ALL_KERNELS) <= public
+    for k in R.ALL_KERNELS:
+        impls = R.impls_for(k)
+        assert impls[:2] == ("fastsoftmax", "reference")
+        assert {"torch", "jax"} <= set(impls)
+        assert R.grid_for(k), k
+        assert R.grid_for(k, quick=True), k
+    assert "copy" in R.impls_for("softmax")
+    assert "scipy" in R.impls_for("logsumexp")
+    assert "scipy" not in R.impls_for("cross_entropy")
+    # SPEC §6's grid
+    assert R.grid_for("softmax") == R.SPEC_GRID
+    assert ((64, 1000, 64), 1) in R.SPEC_GRID
+    # no elementwise kernel over a non-last axis, no 3-D linear case
+    assert all(ax == -1 for _, ax in R.grid_for("sigmoid"))
+    assert all(len(s) == 2 for s, _ in R.grid_for("linear_cross_entropy"))
+    with pytest.raises(ValueError, match="unknown kernel"):
+        R.grid_for("softmin")
+
+
+@pytest.mark.parametrize("kernel", R.ALL_KERNELS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_registry_callables_agree(kernel, dtype):
+    """Every local implementation of a case computes the same thing (the registry's wiring)."""
+    shape, axis = R.grid_for(kernel, quick=True)[-1]
+    inp = R.make_inputs(kernel, shape, axis, dtype, seed=3)
+    again = R.make_inputs(kernel, shape, axis, dtype, seed=3)
+    for name, a in inp.arrays.items():           # seeded
+        np.testing.assert_array_equal(a, again[name])
+        assert a.dtype == (np.int64 if name == "target" and a.dtype.kind == "i" else dtype)
+
+    def first(r):
+        r = r[0] if isinstance(r, tuple) else r
+        r = r.detach().numpy() if hasattr(r, "detach") else r
+        return np.asarray(r, dtype=np.float64)
+
+    want = first(R.make_callable(kernel, "reference", inp)())
+    tol = 2e-4 if dtype == "float32" else 1e-9
+    impls = ["fastsoftmax"] + [i for i in ("scipy", "torch")
+                               if i in R.impls_for(kernel) and R.peer_status(i)[0]]
+    for impl in impls:
+        got = first(R.make_callable(kernel, impl, inp)())
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 1e-2, err_msg=impl)
+    with pytest.raises(R.Unavailable):
+        R.make_callable(kernel, "copy" if kernel != "softmax" else "nonesuch", inp)
+    inp.release()
+
+
+def test_registry_copy_floor_and_release():
+    inp = R.make_inputs("softmax", (8, 5), -1, "float32")
+    R.make_callable("softmax", "copy", inp)()
+    np.testing.assert_array_equal(inp["dst"], inp["x"])
+    inp.release()
+    assert inp.arrays == {}
+
+
+def test_tracemalloc_peak_sees_an_allocation():
+    assert R.tracemalloc_peak(lambda: np.ones(1 << 16)) >= 8 * (1 << 16)
+    assert R.tracemalloc_peak(lambda: None) < 1024
+
+
+# ------------------------------------------------------------------ bench units
+def test_parse_shapes():
+    assert bench.parse_shapes("4096x1000, 64x1000x64:1") == [((4096, 1000), -1),
+                                                             ((64, 1000, 64), 1)]
+    for bad in ("4096xa", "0x3", "4x5:2"):
+        with pytest.raises(ValueError):
+            bench.parse_shapes(bad)
+
+
+def test_time_callable_structure():
+    calls = []
+    best, number, samples = bench.time_callable(lambda: calls.append(1), budget=0.01,
+                                                min_loop=0.001)
+    assert number >= 1 and len(samples) >= 3
+    assert best == min(samples) and best >= 0
+    assert len(calls) >= 1 + number * len(samples)
+    best, number, samples = bench.time_callable(lambda: None, repeat=5, min_loop=0.0005)
+    assert len(samples) == 5
+
+
+def test_progress_bar_lines():
+    out = io.StringIO()
+    p = bench.Progress(3, stream=out)
+    for i in range(3):
+        p.update(f"step {i}", 0)                 # "now running": silent off a terminal
+        p.update(f"step {i}")
+    p.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    assert lines[-1].startswith("[" + "#" * 28 + "] 3/3")
+
+
+def _rec(kernel, shape, impl, seconds, dtype="float32", axis=None):
+    axis = len(shape) - 1 if axis is None else axis
+    return {"kernel": kernel, "shape": list(shape), "axis": axis, "dtype": dtype,
+            "label": R.shape_label(shape, axis), "impl": impl, "seconds": seconds,
+            "number": 1, "repeats": 3, "samples": [seconds] * 3}
+
+
+def test_targets_and_table_from_synthetic_timings():
+    res = []
+    for shape in ((4096, 1000), (256, 32000)):
+        res += [_rec("softmax", shape, "fastsoftmax", 1.0), _rec("softmax", shape, "torch", 2.0),
+                _rec("softmax", shape, "jax", 0.5), _rec("softmax", shape, "reference", 10.0),
+                _rec("softmax", shape, "copy", 0.6)]
+        res += [_rec("cross_entropy_with_grad", shape, "fastsoftmax", 1.0),
+                _rec("cross_entropy_with_grad", shape, "torch", 4.0),
+                _rec("cross_entropy_with_grad", shape, "reference", 3.0)]
+        res += [_rec("softmax", shape, "fastsoftmax", 1.0, "float64"),
+                _rec("softmax", shape, "torch", 0.9, "float64")]
+    extras = {"small_call_seconds": 2e-6, "softmax_out_extra_bytes": 4096,
+              "ce_inplace_extra_bytes": 100, "ce_inplace_logits_bytes": 16_384_000,
+              "cold_start_seconds": 0.5}
+    targets = {t["target"]: t for t in bench.evaluate_targets(res, extras)}
+    status = {k: v["status"] for k, v in targets.items()}
+    assert status["softmax vs torch.softmax: <= 1.0 on every shape"] == "met"
+    assert status["softmax vs torch.softmax: geometric mean <= 0.7"] == "met"       # 0.5
+    assert status["softmax vs the faster of torch and jax: <= 1.0 on every shape"] == "NOT met"
+    assert status["cross_entropy_with_grad vs F.cross_entropy + backward(): <= 0.35 on every "
+                  "shape"] == "met"                                               # 0.25
+    assert "not measured" == status["cross_entropy_with_grad vs jitted jax.value_and_grad: "
+                                    "<= 0.7 on every shape"]
+    assert status["every kernel vs fastsoftmax.reference: <= 0.2 on every shape"] == "NOT met"
+    assert "cross_entropy_with_grad" in targets[
+        "every kernel vs fastsoftmax.reference: <= 0.2 on every shape"]["measured"]
+    assert status["softmax 4096x1000 vs np.copyto: <= 2.0"] == "met"               # 1.67
+    assert status["float64 softmax vs torch.softmax float64: geometric mean <= 1.0"] == "NOT met"
+    assert status["one softmax call on a (4, 16) array: <= 3 us"] == "met"
+    assert status["extra memory, softmax with out=: < 1 KiB (tracemalloc peak)"] == "NOT met"
+    assert status["extra memory, cross_entropy_with_grad(inplace=True): < 1% of the logits"] \
+        == "met"
+    assert status["cold start (fresh process: import + first softmax call, cache warm): <= 0.6 s"] \
+        == "met"
+    tab = bench.table(res).splitlines()
+    assert tab[0].startswith("| kernel | shape | dtype | fastsoftmax ms | reference ms | "
+                             "fs/reference |")
+    assert len(tab) == 2 + 6                     # header, rule, 2 kernels x 2 shapes x 2 dtypes
+    row = next(r for r in tab if r.startswith("| softmax | 4096x1000 | float32"))
+    assert "| 0.50 |" in row                     # fs/torch
+    assert row.count("|") == tab[0].count("|")
+
+
+def test_bench_rejects_bad_arguments(capsys):
+    for argv in (["--kernels", "softmin"], ["--peers", "numpyro"], ["--dtype", "float16"],
+                 ["--shapes", "4x"], ["--threads", "100000"]):
+        assert bench.run(_parse(bench, *argv)) == 2
+        assert "bench:" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ bench runs
+def test_bench_quick_run_table_json_plot(tmp_path):
+    js, png = tmp_path / "b.json", tmp_path / "b.png"
+    peers = "reference,scipy,torch,jax,copy"
+    r = run_cli("bench", "--quick", "--kernels", "softmax,cross_entropy_with_grad",
+                "--peers", peers, "--budget", "0.02", "--min-loop", "0.002",
+                "--json", js, "--plot", png)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout
+    assert "python -m fastsoftmax bench" in out and "--quick" in out
+    machine = next(line for line in out.splitlines() if line.startswith("machine: "))
+    for word in ("cores", "threads", "numba", "numpy", "python"):
+        assert word in machine
+    assert re.search(r"\[[#.]+\] \d+/\d+", r.stderr)  # the progress bar went to stderr
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    head = table[0]
+    assert head.startswith("| kernel | shape |") and "fastsoftmax ms" in head
+    available = [p for p in peers.split(",") if R.peer_status(p)[0]]
+    for p in available:
+        assert f"| {p} ms | fs/{p} |" in head
+    for k in ("softmax", "cross_entropy_with_grad"):
+        for shape, ax in R.grid_for(k, quick=True):
+            assert any(line.startswith(f"| {k} | {R.shape_label(shape, ax)} |")
+                       for line in table), (k, shape)
+    assert "### SPEC §6 targets" in out
+    assert re.search(r"\d+ met, \d+ not met, \d+ not measured\.", out)
+
+    data = json.loads(js.read_text())
+    assert {"command", "machine", "settings", "results", "extras", "targets",
+            "skipped"} <= set(data)
+    assert data["machine"]["threads"] >= 1 and data["machine"]["cpu"]
+    assert data["machine"]["versions"]["numba"]
+    impls = {rec["impl"] for rec in data["results"]}
+    assert {"fastsoftmax", *available} <= impls
+    for rec in data["results"]:
+        assert {"kernel", "shape", "axis", "dtype", "impl", "seconds", "number",
+                "samples"} <= set(rec)
+        assert rec["seconds"] > 0 and rec["seconds"] == min(rec["samples"])
+    # float32 is the default dtype; the extras add float64 softmax against torch
+    f64 = {(rec["kernel"], rec["impl"]) for rec in data["results"] if rec["dtype"] == "float64"}
+    assert f64 == ({("softmax", "fastsoftmax"), ("softmax", "torch")}
+                   if "torch" in available else set())
+    assert {"small_call_seconds", "softmax_out_extra_bytes", "ce_inplace_extra_bytes",
+            "cold_start_seconds"} <= set(data["extras"])
+    assert all(t["status"] in ("met", "NOT met", "not measured") for t in data["targets"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_custom_shapes_float64_no_extras(tmp_path):
+    js = tmp_path / "b.json"
+    r = run_cli("bench", "--kernels", "logsumexp,sigmoid", "--shapes", "64x33,4x9x5:1",
+                "--dtype", "float64", "--peers", "reference", "--repeat", "2",
+                "--min-loop", "0.001", "--no-extras", "--threads", "1", "--json", js)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(js.read_text())
+    assert data["machine"]["threads"] == 1
+    got = {(rec["kernel"], tuple(rec["shape"]), rec["axis"], rec["impl"])
+           for rec in data["results"]}
+    assert got == {("logsumexp", (64, 33), 1, "fastsoftmax"), ("logsumexp", (64, 33), 1,
+                                                               "reference"),
+                   ("logsumexp", (4, 9, 5), 1, "fastsoftmax"), ("logsumexp", (4, 9, 5), 1,
+                                                                "reference"),
+                   ("sigmoid", (64, 33), 1, "fastsoftmax"), ("sigmoid", (64, 33), 1,
+                                                             "reference")}
+    assert all(rec["dtype"] == "float64" and rec["repeats"] == 2 for rec in data["results"])
+    assert data["extras"] == {}
+    assert "| logsumexp | 4x9x5 ax1 |" in r.stdout
+
+
+def test_bench_skips_a_missing_peer_with_a_note(monkeypatch, capsys):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)   # bench sets it for JAX; undone afterwards
+    real = R.peer_status
+    monkeypatch.setattr(R, "peer_status",
+                        lambda p: (False, "jax is not installed") if p == "jax" else real(p))
+    args = _parse(bench, "--kernels", "softmax", "--shapes", "16x7", "--peers", "reference,jax",
+                  "--repeat", "1", "--min-loop", "0.0005", "--no-extras")
+    assert bench.run(args) == 0
+    out = capsys.readouterr().out
+    assert "skipped: jax: jax is not installed" in out
+    head = next(line for line in out.splitlines() if line.startswith("| kernel"))
+    assert "reference ms" in head and "jax" not in head
+    assert "| softmax | 16x7 |" in out
+
+
+# ------------------------------------------------------------------------ info
+def test_info_prints_the_expected_fields(capsys):
+    assert info.run(_parse(info)) == 0
+    out = capsys.readouterr().out
+    fields = dict(line.split(":", 1) for line in out.splitlines())
+    fields = {k: v.strip() for k, v in fields.items()}
+    for key in ("fastsoftmax", "python", "numba", "llvmlite", "numpy", "scipy", "torch", "jax",
+                "threading layer", "threads", "CPU", "cores", "SIMD level", "LLVM host CPU",
+                "cache directory", "cache contents"):
+        assert key in fields, key
+    import numba
+    assert fields["fastsoftmax"] == fastsoftmax.__version__
+    assert fields["numba"] == numba.__version__
+    assert fields["threads"].startswith(str(numba.get_num_threads()))
+    if numba.get_num_threads() > 1:   # a parallel kernel ran first, so the layer is known
+        assert fields["threading layer"].split()[0] in ("omp", "tbb", "workqueue")
+    assert fields["SIMD level"].split()[0] in info.SIMD_LEVELS + ("none",)
+    path = fields["cache directory"].split(" [")[0]
+    assert os.path.isabs(path)
+
+
+def test_cache_dir_follows_numba_cache_dir():
+    code = ("from fastsoftmax._cli.info import cache_dir; p, how = cache_dir(); "
+            "print(p); print(how)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       env=_env(NUMBA_CACHE_DIR="/tmp/fastsoftmax-test-cache"), timeout=300)
+    assert r.returncode == 0, r.stderr
+    path, how = r.stdout.splitlines()
+    assert path.startswith("/tmp/fastsoftmax-test-cache") and how == "NUMBA_CACHE_DIR"
+
+
+def test_simd_level_from_flags():
+    assert info.simd_level({"sse4_2", "avx", "avx2"}) == "avx2"
+    assert info.simd_level({"avx512f", "avx2"}) == "avx512f"
+
+
+# ---------------------------------------------------------------------- warmup
+def test_warmup_covers_every_public_function():
+    labels = [label for label, _ in warmup.calls("float32")]
+    assert all(label.startswith("float32 ") for label in labels)
+    called = {label.split()[1] for label in labels}
+    assert set(fastsoftmax.__all__) <= called
+    # serial and parallel sizes, rows and lanes, masks, temperature, targets, reductions
+    for needle in ("rows small", "rows large", "lanes small", "lanes large", "where",
+                   "temperature", "dist", "weight", "none", "inplace"):
+        assert any(needle in label for label in labels), needle
+
+
+@pytest.mark.slow
+def test_warmup_runs_and_fills_the_cache():
+    r = run_cli("warmup", timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "float32:" in r.stdout and "float64:" in r.stdout and "total:" in r.stdout
+    assert "fresh process, import fastsoftmax + first softmax call:" in r.stdout
+    # a second run only loads from the cache: it must still succeed
+    r = run_cli("warmup", "--dtypes", "float32", "--no-check", timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_dispatcher_runs_info(capsys):
+    if not (ROOT / "fastsoftmax" / "_cli" / "demo.py").exists():
+        pytest.skip("fastsoftmax/_cli/demo.py does not exist yet")
+    from fastsoftmax._cli import main
+    with pytest.raises(SystemExit) as exc:
+        main(["info", "--no-init"])
+    assert exc.value.code == 0
+    assert "cache directory:" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------- asv
+@pytest.mark.slow
+def test_asv_suite_runs(tmp_path):
+    """``asv run --python=same --quick`` on a small slice of the real suite exits 0."""
+    pytest.importorskip("asv")
+    conf = json.loads((ROOT / "asv_bench" / "asv.conf.json").read_text())
+    assert conf["repo"] == ".." and conf["environment_type"] == "virtualenv"
+    assert conf["benchmark_dir"] == "benchmarks" and conf["branches"] == ["main"]
+    assert "--no-build-isolation" in conf["build_command"][0]
+    assert {"setuptools", "wheel"} <= set(conf["matrix"]["req"])
+    # the same configuration, with every path it writes under tmp_path
+    conf.update(repo=str(ROOT), benchmark_dir=str(ROOT / "asv_bench" / "benchmarks"),
+                env_dir=str(tmp_path / "env"), results_dir=str(tmp_path / "results"),
+                html_dir=str(tmp_path / "html"))
+    cfile = tmp_path / "asv.conf.json"
+    cfile.write_text(json.dumps(conf))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = _env(HOME=str(home), ASV_PYTHONPATH=str(ROOT), FASTSOFTMAX_ASV_QUICK="1",
+               FASTSOFTMAX_ASV_PEERS="reference,copy", FASTSOFTMAX_ASV_DTYPES="float32")
+    env.pop("PYTHONPATH")
+    asv = [sys.executable, "-m", "asv"]
+    r = subprocess.run(asv + ["machine", "--yes", "--machine", "test", "--config", str(cfile)],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    bench_re = r"kernels\.Softmax\.|kernels\.CrossEntropyWithGrad\.|startup\.|memory\.Memory\.track"
+    r = subprocess.run(asv + ["run", "--config", str(cfile), "--python=same", "--quick",
+                              "--show-stderr", "--machine", "test", "--bench", bench_re],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-5000:]
+    for name in ("kernels.Softmax.time_kernel", "kernels.CrossEntropyWithGrad.time_kernel",
+                 "startup.ColdStart.timeraw_import_and_first_softmax",
+                 "startup.SmallCall.time_call_4x16"):
+        assert name.split(".")[-1] in out, name
+    assert " failed" not in out
+    assert shutil.which("git")  # asv needed it to read the repository
