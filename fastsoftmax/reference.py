@@ -195,7 +195,8 @@ def _ce_parts(logits, target, axis, weight, ignore_index, label_smoothing, z_los
     with np.errstate(all="ignore"):
         terms = np.where(mass == 0.0, 0.0, -mass * lp)
         ce = terms.sum(axis=-1)
-        zt = np.where(valid, float(z_loss) * lse * lse, 0.0)
+        zt = (np.where(valid, float(z_loss) * lse * lse, 0.0) if z_loss
+              else np.zeros(np.shape(lse)))
     p = softmax(z, axis=-1)
     return ce, zt, mass, p, lse, valid, is_index, w, ti
 
@@ -236,7 +237,10 @@ def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_inde
         a, b = a * go, b * go
     with np.errstate(all="ignore"):
         msum = mass.sum(axis=-1, keepdims=True)
-        g = a * (msum * p - mass) + 2.0 * b * float(z_loss) * lse[..., None] * p * valid[..., None]
+        g = a * (msum * p - mass)
+        if z_loss:   # d(z lse^2)/dx_j = 2 z lse p_j, and 0 where p_j = 0 (also for lse = +-inf)
+            zg = 2.0 * b * float(z_loss) * lse[..., None] * p * valid[..., None]
+            g = g + np.where(p == 0.0, 0.0, zg)
         g = np.where(valid[..., None], g, 0.0)
     x = np.asarray(logits)
     if x.ndim == 0:

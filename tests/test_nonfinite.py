@@ -152,3 +152,16 @@ def test_finite_values_of_any_size(dtype, n, rng):
     loss, g = fs.cross_entropy_with_grad(x, t, reduction="none")
     assert not np.any(np.isnan(loss)) and not np.any(np.isnan(g))
     assert np.all(loss >= 0)
+
+
+def test_float16_results_overflow_to_inf_silently():
+    """A float16 loss whose exact value exceeds 65504 is +inf, without a warning."""
+    x = np.array([[60000, -60000]], np.float16)
+    t = np.array([1])
+    assert fs.cross_entropy(x, t, reduction="sum") == np.inf
+    assert fs.cross_entropy_with_grad(x, t)[0] == np.inf
+    assert fs.cross_entropy(x, t, reduction="none")[0] == np.inf
+    lp = np.array([[-60000.0, -60000.0]], np.float16)
+    assert fs.nll_loss(lp, t, weight=np.array([2.0, 2.0]), reduction="sum") == np.inf
+    assert np.isneginf(fs.log_softmax(x)[0, 1])
+    assert fs.logsumexp(np.array([60000, 60000], np.float16)) == 60000

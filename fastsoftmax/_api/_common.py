@@ -57,7 +57,7 @@ class Plan:
         w = check_where(where, user_shape if not self.scalar else (1,))
         if self.transposed:
             w = w.T
-        return self.kernel_view(np.ascontiguousarray(w))
+        return self.kernel_view(_writeable_c(w))
 
     def like(self, arr, cdt):
         """Another array of the input's shape, in the working layout (C-contiguous)."""
@@ -73,7 +73,7 @@ class Plan:
             arr = arr.reshape(())
         if self.transposed:
             arr = arr.T
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+        arr = _writeable_c(arr, dtype)
         if self.inner == 1:
             return arr.reshape(self.outer)
         return arr.reshape(self.outer, self.inner)
@@ -86,6 +86,13 @@ class Plan:
     def to_user(self, arr):
         """A result in working layout, turned back into the user's layout."""
         return arr.T if self.transposed else arr
+
+
+def _writeable_c(arr, dtype=None):
+    """A C-contiguous, writeable array (a broadcast view is read-only, and Numba
+    compiles kernels separately for read-only arguments)."""
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    return arr if arr.flags.writeable else arr.copy()
 
 
 def _prod(shape):
@@ -160,7 +167,8 @@ def cast(arr, dtype):
 def scalar_as(value, dtype):
     """A Python float as a NumPy scalar of ``dtype`` (+-inf beyond its range, silently)."""
     dtype = np.dtype(dtype)
-    if value == value and abs(value) > np.finfo(dtype).max and abs(value) != float("inf"):
+    value = float(value)
+    if value == value and abs(value) > float(np.finfo(dtype).max) and abs(value) != float("inf"):
         return dtype.type(float("inf") if value > 0 else float("-inf"))
     return dtype.type(value)
 

@@ -283,6 +283,7 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
         iv[1, k] = t
         if kind == 0 and t == ignore:
             iv[0, k] = _DONE
+            iv[1, k] = 0       # a valid index: later lane loops read W_t for every lane
             if want_grad:
                 for c in range(n):
                     st3(grad, o, c, k0 + k, 0.0)

@@ -1,0 +1,199 @@
+"""Every kernel code path on small inputs, against the reference.
+
+Small enough to run with the kernels as plain Python (``NUMBA_DISABLE_JIT=1``,
+the coverage run) and under ``NUMBA_BOUNDSCHECK=1`` (any index outside an
+array raises), which ``.ci/run`` both do. The sizes are chosen to reach each
+branch: rows shorter than the vector block (transposed into lanes), rows with
+and without a tail, rows longer than one superblock, lanes blocks of both
+sizes, the parallel twins (above ``PARALLEL_MIN_ELEMENTS``), masks,
+temperature, non-finite rows in every path, every loss option, and both
+linear_cross_entropy strategies.
+"""
+
+import numpy as np
+import pytest
+
+import fastsoftmax as fs
+import fastsoftmax.reference as ref
+from fastsoftmax._api._common import PARALLEL_MIN_ELEMENTS
+
+ROW_SHAPES = [(5, 3), (3, 64), (2, 100), (2, 1100), (1, 2200)]
+LANE_SHAPES = [(2, 5, 3), (1, 4, 300)]
+
+
+def _x(shape, seed=0, specials=True):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=shape) * 4
+    if specials and x.ndim == 2 and x.shape[0] >= 2:
+        x[0, 1] = np.inf
+        x[-1, :] = -np.inf
+    if specials and x.ndim == 3:
+        x[0, 1, 0] = np.nan
+        x[0, :, -1] = -np.inf
+    return x
+
+
+def _close(a, b, rtol=1e-9):
+    """Close to rtol, and to rtol of the largest entry (gradients are differences)."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    finite = np.abs(b[np.isfinite(b)]) if b.size else np.zeros(1)
+    scale = finite.max() if finite.size else 0.0
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=max(1e-12, rtol * 0.1 * scale),
+                               equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", ROW_SHAPES + LANE_SHAPES)
+def test_forward_paths(dtype, shape):
+    x = _x(shape).astype(dtype)
+    axis = 1 if len(shape) == 3 else -1
+    rtol = 1e-5 if dtype == np.float32 else 1e-9
+    mask = np.ones(shape, bool)
+    mask[..., ::3] = False
+    for kw in ({}, {"where": mask}, {"temperature": 0.7}):
+        _close(fs.softmax(x, axis=axis, **kw), ref.softmax(x, axis=axis, **kw), rtol)
+        _close(fs.log_softmax(x, axis=axis, **kw), ref.log_softmax(x, axis=axis, **kw), rtol)
+    _close(fs.logsumexp(x, axis=axis), ref.logsumexp(x, axis=axis), rtol)
+    _close(fs.logsumexp(x, axis=axis, where=mask), ref.logsumexp(x, axis=axis, where=mask), rtol)
+    xi = x.copy()
+    fs.softmax(xi, axis=axis, out=xi)
+    _close(xi, ref.softmax(x, axis=axis), rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_parallel_twins(dtype):
+    n = PARALLEL_MIN_ELEMENTS // 64 + 1
+    x = _x((n, 64), specials=False).astype(dtype)
+    t = np.arange(n) % 64
+    rtol = 1e-5 if dtype == np.float32 else 1e-9
+    _close(fs.softmax(x), ref.softmax(x), rtol)
+    _close(fs.log_softmax(x, temperature=2.0), ref.log_softmax(x, temperature=2.0), rtol)
+    x3 = x.reshape(n // 2 if n % 2 == 0 else n, -1, 1)[:, :32]
+    _close(fs.softmax(x3, axis=1), ref.softmax(x3, axis=1), rtol)
+    loss, g = fs.cross_entropy_with_grad(x, t)
+    rl, rg = ref.cross_entropy_with_grad(x, t)
+    _close(loss, rl, rtol)
+    _close(g, rg, rtol)
+    _close(fs.softmax_backward(x, x), ref.softmax_backward(x, x), rtol)
+    _close(fs.sigmoid(x), ref.sigmoid(x), rtol)
+    _close(fs.binary_cross_entropy_with_grad(x, x > 0)[1],
+           ref.binary_cross_entropy_with_grad(x, (x > 0) * 1.0)[1], rtol)
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES + LANE_SHAPES)
+def test_backward_and_elementwise_paths(shape):
+    x = _x(shape, specials=False)
+    g = _x(shape, seed=1, specials=False)
+    axis = 1 if len(shape) == 3 else -1
+    for f in ("softmax_backward", "log_softmax_backward"):
+        y = -np.abs(x)
+        _close(getattr(fs, f)(g, y, axis=axis), getattr(ref, f)(g, y, axis=axis))
+        _close(getattr(fs, f)(g.astype(np.float32), y.astype(np.float32), axis=axis),
+               getattr(ref, f)(g.astype(np.float32), y.astype(np.float32), axis=axis), 1e-5)
+    _close(fs.sigmoid_backward(g, x), ref.sigmoid_backward(g, x))
+    _close(fs.sigmoid(x * 20), ref.sigmoid(x * 20))
+    _close(fs.log_sigmoid(x * 20), ref.log_sigmoid(x * 20))
+    if x.size <= 600:
+        _close(fs.softmax_jacobian(_x(shape), axis=axis), ref.softmax_jacobian(_x(shape),
+                                                                             axis=axis))
+
+
+CE_OPTIONS = [
+    {},
+    {"label_smoothing": 0.2},
+    {"weight": "w", "label_smoothing": 0.1, "z_loss": 1e-2},
+    {"reduction": "none", "z_loss": 1e-3, "grad_output": "go"},
+    {"reduction": "sum", "ignore_index": 1},
+]
+
+
+@pytest.mark.parametrize("shape", ROW_SHAPES + LANE_SHAPES)
+@pytest.mark.parametrize("opt", range(len(CE_OPTIONS)))
+@pytest.mark.parametrize("targets", ["index", "dist"])
+def test_cross_entropy_paths(shape, opt, targets):
+    kw = dict(CE_OPTIONS[opt])
+    axis = 1 if len(shape) == 3 else -1
+    x = _x(shape)
+    c = shape[axis]
+    rng = np.random.default_rng(3)
+    sample = tuple(s for i, s in enumerate(shape) if i != axis % len(shape))
+    if targets == "index":
+        t = rng.integers(0, c, sample)
+        if "ignore_index" not in kw:
+            t.reshape(-1)[::3] = -100
+    else:
+        if "ignore_index" in kw:
+            return
+        q = rng.random(shape)
+        t = q / q.sum(axis=axis, keepdims=True)
+    if kw.get("weight") == "w":
+        kw["weight"] = rng.random(c) + 0.1
+    if kw.get("grad_output") == "go":
+        kw["grad_output"] = rng.random(sample)
+    loss, g = fs.cross_entropy_with_grad(x, t, axis=axis, **kw)
+    rl, rg = ref.cross_entropy_with_grad(x, t, axis=axis, **kw)
+    _close(loss, rl)
+    _close(g, rg)
+    xi = x.copy()
+    fs.cross_entropy_with_grad(xi, t, axis=axis, inplace=True, **kw)
+    _close(xi, rg)
+    kw.pop("grad_output", None)
+    _close(fs.cross_entropy(x, t, axis=axis, **kw), rl)
+    xf = x.astype(np.float32)
+    lf, gf = fs.cross_entropy_with_grad(xf, t, axis=axis, **kw)
+    rl2, rg2 = ref.cross_entropy_with_grad(xf, t, axis=axis, **kw)
+    _close(lf, rl2, 1e-5)
+    _close(gf, rg2, 1e-5)
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (2, 100), (2, 4, 3)])
+def test_nll_paths(shape):
+    axis = 1 if len(shape) == 3 else -1
+    lp = fs.log_softmax(_x(shape, specials=False), axis=axis)
+    c = shape[axis]
+    rng = np.random.default_rng(4)
+    sample = tuple(s for i, s in enumerate(shape) if i != axis % len(shape))
+    t = rng.integers(0, c, sample)
+    t.reshape(-1)[0] = -100
+    w = rng.random(c) + 0.1
+    for red in ("mean", "sum", "none"):
+        _close(fs.nll_loss(lp, t, axis=axis, weight=w, reduction=red),
+               ref.nll_loss(lp, t, axis=axis, weight=w, reduction=red))
+    q = np.moveaxis(np.eye(c)[np.where(t < 0, 0, t)], -1, axis)
+    _close(fs.nll_loss(lp, q, axis=axis), ref.nll_loss(lp, q, axis=axis))
+
+
+@pytest.mark.parametrize("chunk", [None, 4, (3, 7), (5, 40)])
+@pytest.mark.parametrize("targets", ["index", "dist"])
+def test_linear_cross_entropy_paths(chunk, targets):
+    rng = np.random.default_rng(5)
+    h = rng.normal(size=(11, 6))
+    w = rng.normal(size=(40, 6))
+    b = rng.normal(size=40)
+    if targets == "index":
+        t = rng.integers(0, 40, 11)
+        t[2] = -100
+    else:
+        q = rng.random((11, 40))
+        t = q / q.sum(axis=1, keepdims=True)
+    for kw in ({}, {"label_smoothing": 0.1, "z_loss": 1e-3, "weight": rng.random(40) + 0.1},
+               {"reduction": "none"}):
+        got = fs.linear_cross_entropy(h, w, t, linear_bias=b, chunk_size=chunk, **kw)
+        exp = ref.linear_cross_entropy(h, w, t, linear_bias=b, **kw)
+        _close(got[0], exp[0])
+        for a, e in zip(got[1], exp[1]):
+            _close(a, e)
+
+
+def test_binary_paths():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(7, 5)) * 10
+    t = rng.random((7, 5))
+    w = rng.random(5)
+    pw = rng.random(5) + 0.5
+    for red in ("mean", "sum", "none"):
+        a = fs.binary_cross_entropy_with_grad(x, t, weight=w, pos_weight=pw, reduction=red)
+        b = ref.binary_cross_entropy_with_grad(x, t, weight=w, pos_weight=pw, reduction=red)
+        _close(a[0], b[0])
+        _close(a[1], b[1])
