@@ -65,7 +65,7 @@ class Plan:
             arr = arr.reshape(1)
         if self.transposed:
             arr = arr.T
-        return np.ascontiguousarray(arr, dtype=cdt)
+        return _writeable_c(arr, cdt)
 
     def batch_like(self, arr, dtype):
         """A per-sample array (the input's shape without the axis), working layout."""
@@ -91,7 +91,11 @@ class Plan:
 def _writeable_c(arr, dtype=None):
     """A C-contiguous, writeable array (a broadcast view is read-only, and Numba
     compiles kernels separately for read-only arguments)."""
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if dtype is not None and arr.dtype != dtype:
+        with np.errstate(over="ignore", invalid="ignore"):   # out of range: +-inf, silently
+            arr = np.ascontiguousarray(arr, dtype=dtype)
+    else:
+        arr = np.ascontiguousarray(arr)
     return arr if arr.flags.writeable else arr.copy()
 
 

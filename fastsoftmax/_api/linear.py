@@ -109,7 +109,7 @@ def linear_cross_entropy(hidden, linear_weight, target, *, linear_bias=None, wei
             raise ValueError(f"ignore_index={ig} was given with distribution targets; it must "
                              f"stay at its default")
         kind = lk.KIND_DIST
-        tq = np.ascontiguousarray(t.reshape(n, v), dtype=cdt)
+        tq = cast(np.ascontiguousarray(t.reshape(n, v)), cdt)
         tidx = np.zeros(n, np.int64)
         count = n
         wt_sum = float(n)
