@@ -11,6 +11,8 @@ the C-contiguous array with the same values (SPEC §2). Elementwise functions
 transpose, and return F-ordered results, as NumPy's ufuncs do.
 """
 
+import threading
+
 import numba
 import numpy as np
 
@@ -186,16 +188,37 @@ def scalar_result(res):
 PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
-def run(serial, parallel, size, *args):
+_TLS = threading.local()
+
+
+def thread_scratch(words):
+    """A float64 buffer of at least ``words`` for this Python thread's kernels.
+
+    Kept between calls, so kernels that take it allocate nothing per call.
+    """
+    buf = getattr(_TLS, "scratch", None)
+    if buf is None or buf.size < words:
+        buf = np.empty(max(words, 2 * (buf.size if buf is not None else 0)))
+        _TLS.scratch = buf
+    return buf
+
+
+def run(serial, parallel, size, *args, scratch_words=0):
     """Run a kernel, on the thread pool when the work is large enough.
 
     The last kernel argument is the chunk count: 1 for the serial kernel, the
-    thread count for the parallel one. Results do not depend on it.
+    thread count for the parallel one. Results do not depend on it. With
+    ``scratch_words``, a per-thread scratch buffer of that many float64 words
+    per chunk is passed just before it.
     """
     nthreads = numba.get_num_threads()
-    if size >= PARALLEL_MIN_ELEMENTS and nthreads > 1:
+    par = size >= PARALLEL_MIN_ELEMENTS and nthreads > 1
+    nchunks = nthreads if par else 1
+    if scratch_words:
+        args = args + (thread_scratch(nchunks * scratch_words),)
+    if par:
         with _threads.parallel_guard():
-            parallel(*args, nthreads)
+            parallel(*args, nchunks)
     else:
         serial(*args, 1)
 

@@ -8,7 +8,7 @@ from .._kernels import forward as fk
 from .._kernels import jacobian as jk
 from .._validate import F64, check_out, check_temperature
 from ._common import (PARALLEL_MIN_ELEMENTS, Plan, cast, prepare, run, scalar_result, target_for,
-                      user_axis)
+                      thread_scratch, user_axis)
 
 # never-written stand-ins for the arrays a mode does not use
 _DUMMY = {dt: {"rows_out": np.empty((1, 1), dt), "lanes_out": np.empty((1, 1, 1), dt),
@@ -47,21 +47,31 @@ def _run_forward(plan, mask, th, tl, out_arr, lse_arr, mode):
         lse_v = lse_arr.reshape(plan.outer) if rows else lse_arr.reshape(plan.outer, plan.inner)
     if rows:
         run(fk.forward_rows, fk.forward_rows_parallel, plan.work.size,
-            xin, mask, th, tl, out_v, lse_v, mode)
+            xin, mask, th, tl, out_v, lse_v, mode, scratch_words=fk.SCRATCH_WORDS)
     else:
         run(fk.forward_lanes, fk.forward_lanes_parallel, plan.work.size,
-            xin, mask, th, tl, out_v, lse_v, mode)
+            xin, mask, th, tl, out_v, lse_v, mode, scratch_words=fk.SCRATCH_WORDS)
 
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
+_ONE = {_F32: np.float32(1), _F64: np.float64(1)}
+_ZERO = {_F32: np.float32(0), _F64: np.float64(0)}
 
 
 def _fast_ok(x, axis):
-    """The common small case: a C-contiguous float32/float64 ndarray, class axis last."""
+    """The common case: a C-contiguous float32/float64 ndarray, class axis last."""
     return (type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64)
             and 0 < x.ndim <= 2 and (axis == -1 or axis == x.ndim - 1)
-            and 0 < x.size < PARALLEL_MIN_ELEMENTS and x.shape[-1] and x.flags.c_contiguous)
+            and x.size and x.shape[-1] and x.flags.c_contiguous)
+
+
+def _fast_out_ok(out, x):
+    """out can be written directly: same dtype and shape, C-contiguous, writeable,
+    and the input itself or not overlapping it."""
+    return (type(out) is np.ndarray and out.dtype is x.dtype and out.shape == x.shape
+            and out.flags.c_contiguous and out.flags.writeable
+            and (out is x or not np.may_share_memory(out, x)))
 
 
 def _softmax_like(x, axis, where, temperature, out, mode):
@@ -77,11 +87,21 @@ def _softmax_like(x, axis, where, temperature, out, mode):
     return scalar_result(finish(dst))
 
 
-def _fast_forward(x, mode):
-    x2 = x if x.ndim == 2 else x.reshape(1, -1)
-    y = np.empty(x.shape, x.dtype)
-    fk.forward_rows_simple(x2, y if x.ndim == 2 else y.reshape(x2.shape),
-                           _DUMMY[x.dtype]["rows_lse"], mode)
+def _fast_forward(x, mode, out):
+    """softmax/log_softmax of a C-contiguous row array without mask or temperature:
+    the lean path (few Python objects, no scratch allocation)."""
+    y = np.empty(x.shape, x.dtype) if out is None else out
+    if x.ndim == 1:
+        x, y2 = x.reshape(1, -1), y.reshape(1, -1)
+    else:
+        y2 = y
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        fk.forward_rows_simple(x, y2, _DUMMY[x.dtype]["rows_lse"], mode,
+                               thread_scratch(fk.SCRATCH_WORDS))
+    else:
+        run(fk.forward_rows, fk.forward_rows_parallel, x.size, x, None, _ONE[x.dtype],
+            _ZERO[x.dtype], y2, _DUMMY[x.dtype]["rows_lse"], mode,
+            scratch_words=fk.SCRATCH_WORDS)
     return y
 
 
@@ -116,9 +136,9 @@ def softmax(x, axis=-1, *, where=None, temperature=1.0, out=None):
     Rows with a NaN are all NaN; rows with ``k`` entries ``+inf`` give ``1/k``
     at them and 0 elsewhere; rows of only ``-inf`` are all 0.
     """
-    if (where is None and out is None and type(temperature) is float and temperature == 1.0
-            and _fast_ok(x, axis)):
-        return _fast_forward(x, fk.MODE_SOFTMAX)
+    if (where is None and type(temperature) is float and temperature == 1.0
+            and _fast_ok(x, axis) and (out is None or _fast_out_ok(out, x))):
+        return _fast_forward(x, fk.MODE_SOFTMAX, out)
     return _softmax_like(x, axis, where, temperature, out, fk.MODE_SOFTMAX)
 
 
@@ -134,9 +154,9 @@ def log_softmax(x, axis=-1, *, where=None, temperature=1.0, out=None):
     entries ``+inf`` they get ``-log k`` and the rest ``-inf``; a row of only
     ``-inf`` is all ``-inf``).
     """
-    if (where is None and out is None and type(temperature) is float and temperature == 1.0
-            and _fast_ok(x, axis)):
-        return _fast_forward(x, fk.MODE_LOG_SOFTMAX)
+    if (where is None and type(temperature) is float and temperature == 1.0
+            and _fast_ok(x, axis) and (out is None or _fast_out_ok(out, x))):
+        return _fast_forward(x, fk.MODE_LOG_SOFTMAX, out)
     return _softmax_like(x, axis, where, temperature, out, fk.MODE_LOG_SOFTMAX)
 
 
@@ -157,10 +177,11 @@ def logsumexp(x, axis=-1, *, where=None, keepdims=False, out=None):
     inputs carry about ``|m| / |logsumexp|`` ULP there.
     """
     if (where is None and out is None and not keepdims and _fast_ok(x, axis)
-            and x.dtype is _F64):
+            and x.dtype is _F64 and x.size < PARALLEL_MIN_ELEMENTS):
         x2 = x if x.ndim == 2 else x.reshape(1, -1)
         lse = np.empty(x2.shape[0], x.dtype)
-        fk.forward_rows_simple(x2, _DUMMY[x.dtype]["rows_out"], lse, fk.MODE_LOGSUMEXP)
+        fk.forward_rows_simple(x2, _DUMMY[x.dtype]["rows_out"], lse, fk.MODE_LOGSUMEXP,
+                               thread_scratch(fk.SCRATCH_WORDS))
         return lse if x.ndim == 2 else lse[0]
     a, cdt, rdt = prepare(x)
     # m + log(c + s) cancels when the result is near 0 with m < 0: the

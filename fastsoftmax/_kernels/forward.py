@@ -254,46 +254,131 @@ def _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv,
                 lse[b0 + k] = ls[0, k]
 
 
+# Scratch space comes from the caller (a per-thread buffer of float64 words,
+# SCRATCH_WORDS per chunk), so a call with out= allocates nothing
+# (SPEC §6: under 1 KiB): F_WORDS of the array's dtype, D_WORDS of float64,
+# I_WORDS of int64.
+F_WORDS = 2 * 64 * G + 4 * G          # >= 3 * SB too: the wide rows' scratch
+D_WORDS = 4 * KT
+I_WORDS = KT
+SCRATCH_WORDS = F_WORDS + D_WORDS + I_WORDS
+
+
+@inline
+def _typed(seg, x):
+    """The chunk's scratch as (x-dtype array, float64 array, int64 array)."""
+    return (seg[:F_WORDS].view(x.dtype), seg[F_WORDS:F_WORDS + D_WORDS],
+            seg[F_WORDS + D_WORDS:SCRATCH_WORDS].view(np.int64))
+
+
+TINY = 512    # arrays of at most this many elements take the scalar path
+
+
 @helper
-def _rows_range(x, mask, th, tl, scaled, out, lse, mode, r0, r1):
-    """Rows [r0, r1): wide rows one by one, short rows through lanes."""
+def _tiny_rows(x, mask, th, tl, scaled, out, lse, mode, r0, r1):
+    """Rows of a tiny array, in scalar code: vector loops would cost more to set
+    up than they save. Same numerics as the other paths (scaled exponentials
+    for the split sums, compensated float64 sums for float64 data)."""
+    n = x.shape[1]
+    for i in range(r0, r1):
+        m = xload2(x, mask, i, 0)
+        for j in range(1, n):
+            m = fmax_nan_dropping(m, xload2(x, mask, i, j))
+        split = mode != MODE_SOFTMAX
+        tot = 0.0
+        tcomp = 0.0
+        c = 0
+        if _finite(m):
+            for j in range(n):
+                v = xload2(x, mask, i, j)
+                if split:
+                    e = F64(exp_shifted_scaled_big(v, m, th, tl) if scaled
+                            else exp_shifted_big(v, m))
+                    if e == BIG:
+                        c += 1
+                    else:
+                        tot, tcomp = acc_add(x, tot, tcomp, e * INV_BIG)
+                else:
+                    e = exp_shifted_scaled(v, m, th, tl) if scaled else exp_shifted(v, m)
+                    if mode == MODE_SOFTMAX:
+                        st2(out, i, j, e)
+                    tot, tcomp = acc_add(x, tot, tcomp, F64(e))
+        if not _finite(m) or tot != tot:
+            v = special_row(x[i], row_of(mask, i), out[i if mode != MODE_LOGSUMEXP else 0], mode)
+            if lse.shape[0]:
+                lse[i] = v
+            continue
+        hi = tot + tcomp
+        lo = tcomp - (hi - tot)
+        if split:
+            ell = log_c_plus_s(c, hi, lo)
+        else:
+            ell = np.log(hi) + lo / hi
+        if lse.shape[0]:
+            lse[i] = F64(m) * (th + tl) + ell
+        if mode == MODE_SOFTMAX:
+            ih, il = dw_inverse(hi, lo)
+            ch, cl = split_like(out, ih, il)
+            for j in range(n):
+                e = ld2(out, i, j)
+                st2(out, i, j, fma(e, ch, e * cl))
+        elif mode == MODE_LOG_SOFTMAX:
+            ellc = cast_like(out, ell)
+            thc = cast_like(out, th)
+            for j in range(n):
+                st2(out, i, j, (xload2(x, mask, i, j) - m) * thc - ellc)
+
+
+@helper
+def _rows_range(x, mask, th, tl, scaled, out, lse, mode, r0, r1, seg):
+    """Rows [r0, r1): wide rows one by one, short rows through lanes (tiny
+    arrays in scalar code; the choice depends on the array's shape only)."""
     wide()
     n = x.shape[1]
+    if x.shape[0] * n <= TINY:
+        _tiny_rows(x, mask, th, tl, scaled, out, lse, mode, r0, r1)
+        return
+    fw, dw, iw = _typed(seg, x)
     if n >= SMALL_C:
-        scratch = np.empty((3, SB), dtype=x.dtype)
+        scratch = fw[:3 * SB].reshape((3, SB))
         for i in range(r0, r1):
             if i + 1 < r1 and n <= PREFETCH_MAX:
                 prefetch_row(x, i + 1, n)
             _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch)
     elif n > 0:
         g = min(G, r1 - r0)
-        xs = np.empty((1, n, g), dtype=x.dtype)
-        os = np.empty((1, n, g), dtype=x.dtype)
-        ls = np.empty((1, g), dtype=x.dtype)
-        mv = np.empty(g, dtype=x.dtype)
-        ev = np.empty(g, dtype=x.dtype)
-        sv = np.empty((4, g), dtype=np.float64)
-        cv = np.empty(g, dtype=np.int64)
+        ng = n * g
+        xs = fw[:ng].reshape((1, n, g))
+        os = fw[ng:2 * ng].reshape((1, n, g))
+        ls = fw[2 * ng:2 * ng + g].reshape((1, g))
+        mv = fw[2 * ng + g:2 * ng + 2 * g]
+        ev = fw[2 * ng + 2 * g:2 * ng + 3 * g]
+        sv = dw[:4 * g].reshape((4, g))
+        cv = iw[:g]
         _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv, sv, cv, ev)
 
 
 @kernel
-def forward_rows(x, mask, th, tl, out, lse, mode, nchunks):
-    """Softmax family over the rows of a C-contiguous (R, C) array."""
+def forward_rows(x, mask, th, tl, out, lse, mode, scratch, nchunks):
+    """Softmax family over the rows of a C-contiguous (R, C) array.
+
+    ``scratch``: float64, at least ``nchunks * SCRATCH_WORDS`` long.
+    """
     R = x.shape[0]
     scaled = not (th == 1.0 and tl == 0.0)
     for ch in prange(nchunks):
         _rows_range(x, mask, th, tl, scaled, out, lse, mode, ch * R // nchunks,
-                    (ch + 1) * R // nchunks)
+                    (ch + 1) * R // nchunks,
+                    scratch[ch * SCRATCH_WORDS:(ch + 1) * SCRATCH_WORDS])
 
 
 @kernel
-def forward_rows_simple(x, out, lse, mode):
+def forward_rows_simple(x, out, lse, mode, scratch):
     """forward_rows without mask or temperature, serial: the small-call fast path
     (fewer arguments make Numba's dispatch about twice cheaper)."""
     one = cast_like(x, 1.0)
     zero = cast_like(x, 0.0)
-    _rows_range(x, None, one, zero, False, out, lse, mode, 0, x.shape[0])
+    _rows_range(x, None, one, zero, False, out, lse, mode, 0, x.shape[0], scratch)
 
 
 forward_rows_parallel = parallel_twin(forward_rows)
@@ -303,8 +388,9 @@ forward_rows_parallel = parallel_twin(forward_rows)
 
 
 @kernel
-def forward_lanes(x, mask, th, tl, out, lse, mode, nchunks):
-    """Softmax family along axis 1 of a C-contiguous (O, C, K) array."""
+def forward_lanes(x, mask, th, tl, out, lse, mode, scratch, nchunks):
+    """Softmax family along axis 1 of a C-contiguous (O, C, K) array (scratch as
+    forward_rows)."""
     wide()
     O, n, K = x.shape
     scaled = not (th == 1.0 and tl == 0.0)
@@ -313,10 +399,11 @@ def forward_lanes(x, mask, th, tl, out, lse, mode, nchunks):
     for ch in prange(nchunks):
         w0 = ch * work // nchunks
         w1 = (ch + 1) * work // nchunks
-        mv = np.empty(KT, dtype=x.dtype)
-        ev = np.empty(KT, dtype=x.dtype)
-        sv = np.empty((4, KT), dtype=np.float64)
-        cv = np.empty(KT, dtype=np.int64)
+        fw, dw, iw = _typed(scratch[ch * SCRATCH_WORDS:(ch + 1) * SCRATCH_WORDS], x)
+        mv = fw[:KT]
+        ev = fw[KT:2 * KT]
+        sv = dw[:4 * KT].reshape((4, KT))
+        cv = iw[:KT]
         for w in range(w0, w1):
             o = w // nkb
             k0 = (w % nkb) * KT
