@@ -24,13 +24,15 @@ your own layers the same way::
 Every checker returns the largest relative difference it found (a float) and,
 when ``rtol`` is given, raises ``AssertionError`` naming the worst entry if
 that difference exceeds it. The relative difference of an entry is
-``|a - n| / max(|a|, |n|, floor)`` (``a`` analytic, ``n`` numerical); the
-default ``floor`` is the larger of ``1e-6 * max|n|`` (so entries tiny next
-to the rest of the gradient do not dominate) and the finite differences' own
-rounding noise at that entry: ``NOISE_ULPS`` (4) units of roundoff of the
-function values, weighted by the stencil and divided by its step. An entry
-below what the stencil can resolve is thus compared at that resolution, not
-at its own size. Pass ``floor=0`` for the bare entrywise ratio.
+``max(|a - n| - noise, 0) / max(|a|, |n|, floor)`` (``a`` analytic, ``n``
+numerical). ``noise`` is the finite differences' own rounding error at that
+entry, ``NOISE_ULPS`` (4) units of roundoff of the function values weighted
+by the stencil and divided by its step: a difference the stencil cannot
+resolve does not count (an entry of 1e-12 next to function values of 1 is
+only known to about 1e-14). The default ``floor`` is ``1e-6 * max|n|``, so
+entries tiny next to the rest of the gradient do not dominate. Passing
+``floor`` (a number or an array) replaces both: ``floor=0`` gives the bare
+entrywise ratio ``|a - n| / max(|a|, |n|)``.
 
 Accuracy. The derivative along each coordinate is taken with the five-point
 central stencil ``(8 (f(x+h) - f(x-h)) - (f(x+2h) - f(x-2h))) / (12 h)``
@@ -219,17 +221,18 @@ def _default_floor(a, e):
     return 1e-6 * scale
 
 
-def _relative(a, e, floor):
+def _relative(a, e, floor, allowance=0.0):
     finite = np.isfinite(a) & np.isfinite(e)
     fl = np.broadcast_to(np.asarray(floor, dtype=np.float64), a.shape)
     with np.errstate(all="ignore"):
         denom = np.maximum(np.maximum(np.abs(a), np.abs(e)), fl)
-        rel = np.where(a == e, 0.0, np.abs(a - e) / np.where(denom > 0, denom, 1.0))
+        diff = np.maximum(np.abs(a - e) - allowance, 0.0)
+        rel = np.where(a == e, 0.0, diff / np.where(denom > 0, denom, 1.0))
     return np.where(finite | (a == e), rel, np.inf)
 
 
 def _compare(analytic, numeric, noise, floor, rtol, what):
-    """Relative difference with the floor max(1e-6 * scale, the stencil's rounding noise)."""
+    """Relative difference beyond the stencil's rounding noise, floored at 1e-6 * scale."""
     a = np.asarray(analytic, dtype=np.float64)
     n = np.asarray(numeric, dtype=np.float64)
     if a.shape != n.shape:
@@ -237,9 +240,12 @@ def _compare(analytic, numeric, noise, floor, rtol, what):
                          f"{n.shape}")
     if a.size == 0:
         return 0.0
-    fl = np.maximum(_default_floor(a, n), noise) if floor is None else floor
+    if floor is None:
+        fl, allowance = _default_floor(a, n), noise
+    else:
+        fl, allowance = floor, 0.0
     fl = np.broadcast_to(np.asarray(fl, dtype=np.float64), a.shape)
-    rel = _relative(a, n, fl)
+    rel = _relative(a, n, fl, allowance)
     worst = float(rel.max())
     if rtol is not None and not worst <= rtol:
         k = np.unravel_index(int(np.argmax(rel)), rel.shape)
