@@ -4,8 +4,8 @@ import numpy as np
 
 from .._kernels import elementwise as ek
 from .._kernels import losses as lk
-from .._validate import (F64, as_array, check_ignore_index, check_label_smoothing, check_out,
-                         check_reduction, check_z_loss, float_policy, normalize_axis)
+from .._validate import (as_array, check_ignore_index, check_label_smoothing, check_out,
+                         check_reduction, check_z_loss, normalize_axis)
 from ._common import Plan, cast, prepare, run_blocks, scalar_as, target_for
 
 _INT64_MIN = -(1 << 63)

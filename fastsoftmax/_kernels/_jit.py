@@ -328,6 +328,62 @@ def prefetch2(typingctx, arr, i, j):
     return types.void(arr, i, j), codegen
 
 
+def unmanaged(a):
+    """The same array without its reference count (``a`` itself for None).
+
+    Every call that passes a managed array to another compiled function
+    increments and decrements its reference count with atomic instructions
+    (about 20 cycles each), which Numba's pruning cannot remove in functions
+    with loops; a kernel calls a dozen helpers per row, so on 1000-class
+    rows this was 13% of a softmax. An array without a memory record skips
+    them. Only for arrays that the caller keeps alive for the whole call
+    (kernel arguments) and that never escape.
+    """
+    return a
+
+
+@overload(unmanaged, inline="always")
+def _unmanaged(a):
+    if isinstance(a, (types.NoneType, types.Omitted)):
+        return lambda a: a
+    if isinstance(a, types.Array):
+        return lambda a: _strip_meminfo(a)
+    return None
+
+
+@intrinsic
+def _strip_meminfo(typingctx, arr):
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        src = context.make_array(aryty)(context, builder, args[0])
+        dst = context.make_array(aryty)(context, builder)
+        for name in ("data", "shape", "strides", "itemsize", "nitems"):
+            setattr(dst, name, getattr(src, name))
+        dst.meminfo = context.get_constant_null(types.MemInfoPointer(aryty.dtype))
+        dst.parent = context.get_constant_null(types.pyobject)
+        return dst._getvalue()
+    return arr(arr), codegen
+
+
+@intrinsic
+def scalar_loop(typingctx):
+    """Keep the enclosing loop scalar (an empty inline-asm statement LLVM cannot widen).
+
+    For strided copies such as the transposes of the short-row paths: LLVM
+    would vectorise them with gather/scatter instructions, which microcode
+    mitigations (Gather Data Sampling) have made several times slower than
+    scalar moves on the CPUs measured.
+    """
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.VoidType(), [])
+        builder.asm(fnty, "", "", [], side_effect=True)
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
 @intrinsic
 def fmax_nan_dropping(typingctx, a, b):
     """``llvm.maxnum``: the larger of a and b, the other one if one is NaN."""
@@ -430,6 +486,9 @@ if PYTHON_MODE:
         a[i, j, k] = v
 
     def prefetch2(a, i, j):
+        return None
+
+    def scalar_loop():
         return None
 
     def fmax_nan_dropping(a, b):

@@ -9,11 +9,10 @@ Layouts. Every kernel sees C-contiguous arrays in one of two shapes:
   ``K`` contiguous lanes (one independent softmax per lane), never transposing.
 
 A row is reduced in three sweeps: the maximum ``m``; ``e = exp(x - m)`` with
-its sums; the output. Sweeps two and three work on superblocks of ``SB``
-elements so the exponentials stay in L1 between the sweeps, and the
-superblock sums are added with Neumaier's compensation, so a float64 sum
-over 131072 classes stays within a few units of roundoff. Float32 sums are
-accumulated in float64.
+its sum (see ``row_exp_sums``: superblocks of ``SB`` elements, so the
+exponentials stay in L1 between the loops, a float64 sum over 131072 classes
+stays within a few units of roundoff, float32 terms are summed in float64);
+the output.
 
 Accuracy (Blanchard, Higham & Higham 2021): with ``c`` the number of entries
 equal to the maximum and ``s`` the sum of the others' exponentials,
@@ -32,10 +31,10 @@ import math
 import numpy as np
 from numba import types
 
-from ._jit import (EXACT, FAST, F64, exact, fma, fmax_nan_dropping, helper, inline, ld1, ld2, ld3,
-                   overloaded, prefetch2, py_call, reduction, st2, wide)
+from ._jit import (EXACT, FAST, F64, exact, fma, fmax_nan_dropping, helper, ld1, ld2, ld3,
+                   overloaded, prefetch2, py_call, reduction, scalar_loop, st2, st3, wide)
 from .vmath import (BIG, exp_shifted, exp_shifted_big, exp_shifted_scaled,
-                    exp_shifted_scaled_big)
+                    exp_shifted_scaled_big, two_sum)
 
 SB = 1024        # superblock: exponentials kept in L1 between sweeps
 VB = 64          # vector-loop granularity (16 float32 lanes x 4 unrolled)
@@ -115,6 +114,59 @@ def _cast_like(arr, v):
     return lambda arr, v: t(v)
 
 
+# ---------------------------------------------------------------- scratch
+@helper
+def aligned_words(nwords):
+    """An uninitialised float64 array of ``nwords`` whose data starts on a
+    64-byte boundary (512-bit stores that straddle two cache lines cost
+    about 3x on the CPUs measured)."""
+    raw = np.empty(nwords + 8)
+    s = (64 - raw.ctypes.data % 64) % 64 // 8
+    return raw[s:s + nwords]
+
+
+# ---------------------------------------------------------------- transposes
+# Short rows are transposed into lanes and back. These copies are strided on
+# one side, so they are kept scalar (``scalar_loop``: LLVM would otherwise use
+# gather/scatter instructions, several times slower here), four rows at a
+# time so that four independent load/store chains are in flight.
+
+@helper
+def rows_to_lanes(x, mask, r0, g, dst):
+    """dst[0, c, k] = x[r0 + k, c] (-inf where masked out) for k < g."""
+    n = x.shape[1]
+    g4 = g - g % 4
+    for k in range(0, g4, 4):
+        for c in range(n):
+            scalar_loop()
+            st3(dst, 0, c, k, xload2(x, mask, r0 + k, c))
+            st3(dst, 0, c, k + 1, xload2(x, mask, r0 + k + 1, c))
+            st3(dst, 0, c, k + 2, xload2(x, mask, r0 + k + 2, c))
+            st3(dst, 0, c, k + 3, xload2(x, mask, r0 + k + 3, c))
+    for k in range(g4, g):
+        for c in range(n):
+            scalar_loop()
+            st3(dst, 0, c, k, xload2(x, mask, r0 + k, c))
+
+
+@helper
+def lanes_to_rows(src, r0, g, dst):
+    """dst[r0 + k, c] = src[0, c, k] for k < g."""
+    n = dst.shape[1]
+    g4 = g - g % 4
+    for k in range(0, g4, 4):
+        for c in range(n):
+            scalar_loop()
+            st2(dst, r0 + k, c, ld3(src, 0, c, k))
+            st2(dst, r0 + k + 1, c, ld3(src, 0, c, k + 1))
+            st2(dst, r0 + k + 2, c, ld3(src, 0, c, k + 2))
+            st2(dst, r0 + k + 3, c, ld3(src, 0, c, k + 3))
+    for k in range(g4, g):
+        for c in range(n):
+            scalar_loop()
+            st2(dst, r0 + k, c, ld3(src, 0, c, k))
+
+
 # ---------------------------------------------------------------- scalars
 @exact
 def neumaier(s, comp, v):
@@ -172,123 +224,28 @@ def row_max(x, mask, i, n):
     return m
 
 
-@helper
-def exp_span(x, mask, i, a, b, m, th, tl, scaled, big, dst, drow, doff):
-    """dst[drow, doff + (j - a)] = exp((x[i, j] - m) / T) for j in [a, b).
-
-    With ``big``, 2**64 times that (the scaled exponentials of split sums).
-    """
-    wide()
-    if big:
-        if scaled:
-            for j in range(a, b):
-                st2(dst, drow, doff + (j - a),
-                    exp_shifted_scaled_big(xload2(x, mask, i, j), m, th, tl))
-        else:
-            for j in range(a, b):
-                st2(dst, drow, doff + (j - a), exp_shifted_big(xload2(x, mask, i, j), m))
-    elif scaled:
-        for j in range(a, b):
-            st2(dst, drow, doff + (j - a), exp_shifted_scaled(xload2(x, mask, i, j), m, th, tl))
-    else:
-        for j in range(a, b):
-            st2(dst, drow, doff + (j - a), exp_shifted(xload2(x, mask, i, j), m))
-
-
-def span_sum(e, row, a, b):
-    """Sum of e[row, a:b] (entries in [0, 1]) as a pair (hi, lo) of float64s."""
-    return py_call(span_sum, e, row, a, b)
-
-
-def span_sum_split(e, row, a, b):
-    """Sum of the scaled exponentials below BIG (the non-maximal ones), as span_sum."""
-    return py_call(span_sum_split, e, row, a, b)
-
-
 def acc_add(like, s, comp, v):
     """Add v to the running sum (s, comp): compensated for float64 data (``like``)."""
     return py_call(acc_add, like, s, comp, v)
 
 
 UNIT_MAGIC = F64(1.5 * 2.0 ** 26)       # splits values in [0, 1] at 2**-26
-BIG_MAGIC = F64(1.5 * 2.0 ** 90)        # splits values in [0, 2**64] at 2**38
 INV_BIG = F64(2.0 ** -64)
-
-
-@exact
-def split26(v):
-    """v in [0, 1] as hi + lo, hi a multiple of 2**-26 (exact: magic-number rounding)."""
-    hi = (v + UNIT_MAGIC) - UNIT_MAGIC
-    return hi, v - hi
 
 
 def _is_f64_array(e):
     return isinstance(e, types.Array) and e.dtype == types.float64
 
 
-# The sums are reductions: functions of their own with the FAST flags (the
-# only place reassociation is allowed; see _jit).
-_VEC_OPTS = dict(fastmath=set(FAST), error_model="numpy", nogil=True)
-
-# Float64 exponentials (all in [0, 1], or [0, 2**64] when scaled) are summed
-# with a negligible error: each entry is split into a multiple of 2**-26 of
-# the range and a remainder below half of that. The multiples add up exactly
-# in any order (totals stay below 2**27 ranges), so LLVM may vectorise and
-# reorder that sum freely; the remainders' sum is so small that its
-# reordering error is ~2**-40 of a unit roundoff. Float32 data is simply
-# summed in float64.
-
-@overloaded(span_sum, jit_options=_VEC_OPTS)
-def _span_sum(e, row, a, b):
-    if _is_f64_array(e):
-        def impl64(e, row, a, b):
-            wide()
-            sh = 0.0
-            sl = 0.0
-            for j in range(a, b):
-                h, l_ = split26(ld2(e, row, j))
-                sh += h
-                sl += l_
-            return sh, sl
-        return impl64
-
-    def impl(e, row, a, b):
-        wide()
-        s = 0.0
-        for j in range(a, b):
-            s += F64(ld2(e, row, j))
-        return s, 0.0
-    return impl
-
-
-@overloaded(span_sum_split, jit_options=_VEC_OPTS)
-def _span_sum_split(e, row, a, b):
-    if _is_f64_array(e):
-        def impl64(e, row, a, b):
-            wide()
-            sh = 0.0
-            sl = 0.0
-            for j in range(a, b):
-                v = ld2(e, row, j)
-                h, l_ = split_at(v if v != BIG else 0.0, BIG_MAGIC)
-                sh += h
-                sl += l_
-            return sh, sl
-        return impl64
-
-    def impl(e, row, a, b):
-        wide()
-        s = 0.0
-        for j in range(a, b):
-            v = F64(ld2(e, row, j))
-            s += v if v != BIG else 0.0
-        return s, 0.0
-    return impl
-
-
 def lane_acc(like, sh, sl, v, magic):
-    """(sh, sl) + v for a lane sum of exponentials (see span_sum; ``magic`` is
-    UNIT_MAGIC for plain, BIG_MAGIC for scaled exponentials)."""
+    """(sh, sl) + v for a lane sum of exponentials in [0, 1] (plain ones).
+
+    For float64 data ``v`` is split at the grid of ``magic`` (UNIT_MAGIC:
+    2**-26): the grid parts add up exactly in any order (up to 2**27 of
+    them) and the remainders are 2**-26 smaller. This is accurate relative
+    to the largest term, and the largest term of a plain sum is 1 (the
+    maximum's), so also relative to the sum. Float32 data: a float64 sum.
+    """
     return py_call(lane_acc, like, sh, sl, v, magic)
 
 
@@ -300,6 +257,27 @@ def _lane_acc(like, sh, sl, v, magic):
             return sh + h, sl + l_
         return impl64
     return lambda like, sh, sl, v, magic: (sh + F64(v), sl)
+
+
+def lane_acc2(like, sh, sl, v):
+    """(sh, sl) + v for a lane sum of the non-maximal (split) exponentials.
+
+    These can all be far below the grid of any fixed magic number (a
+    dominant maximum leaves only tiny terms), so float64 data gets Knuth's
+    TwoSum: ``sh + sl`` is then the sum to about 2**-106 per term, whatever
+    the magnitudes. Float32 data: a float64 sum.
+    """
+    return py_call(lane_acc2, like, sh, sl, v)
+
+
+@overloaded(lane_acc2, inline="always")
+def _lane_acc2(like, sh, sl, v):
+    if _is_f64_array(like):
+        def impl64(like, sh, sl, v):
+            s, e = two_sum(sh, F64(v))
+            return s, sl + e
+        return impl64
+    return lambda like, sh, sl, v: (sh + F64(v), sl)
 
 
 @exact
@@ -377,24 +355,167 @@ def _split_like(arr, hi, lo):
     return impl
 
 
+# Sweep two of a wide row: the exponentials and their sum. Superblocks of SB
+# entries: the exponentials go to ``dst`` (the output or gradient row, or a
+# scratch row that stays in L1), then a reduction function (FAST flags, so
+# it vectorises) adds them up; the superblocks' sums are combined with
+# Neumaier's compensation.
+#
+# Float64 sums keep their digits through a split: every term is cut at a
+# grid of 2**-26 times the largest term (``grid_magic``); the grid parts add
+# up exactly in any order (up to 2**27 of them) and the remainders are 2**-26
+# smaller, so reassociating them costs nothing that matters. Plain sums
+# (softmax) contain the maximum's exponential, 1, so the grid is fixed;
+# split sums (the non-maximal terms) can all be tiny, so their grid comes
+# from a first pass for their largest term. Float32 terms are summed in
+# float64.
+
 @helper
-def count_maxima_span(e, row, a, b):
-    """The number of scaled exponentials equal to BIG (the row's maxima)."""
+def exp_span(x, mask, i, a, b, m, th, tl, scaled, big, dst, drow, doff):
+    """dst[drow, doff + (j - a)] = exp((x[i, j] - m) / T) for j in [a, b).
+
+    With ``big``, 2**64 times that (the scaled exponentials of split sums).
+    """
     wide()
-    c = 0
-    for j in range(a, b):
-        c += 1 if ld2(e, row, j) == BIG else 0
-    return c
+    if big:
+        if scaled:
+            for j in range(a, b):
+                st2(dst, drow, doff + (j - a),
+                    exp_shifted_scaled_big(xload2(x, mask, i, j), m, th, tl))
+        else:
+            for j in range(a, b):
+                st2(dst, drow, doff + (j - a), exp_shifted_big(xload2(x, mask, i, j), m))
+    elif scaled:
+        for j in range(a, b):
+            st2(dst, drow, doff + (j - a), exp_shifted_scaled(xload2(x, mask, i, j), m, th, tl))
+    else:
+        for j in range(a, b):
+            st2(dst, drow, doff + (j - a), exp_shifted(xload2(x, mask, i, j), m))
+
+
+def span_sum(e, row, a, b):
+    """Sum of e[row, a:b] (entries in [0, 1], the maximum's among them) as a
+    pair (hi, lo) of float64s."""
+    return py_call(span_sum, e, row, a, b)
+
+
+def span_sum_split(e, row, a, b):
+    """(hi, lo, count): the sum of the scaled exponentials below BIG (the
+    non-maximal ones) as a float64 pair, and the number equal to BIG."""
+    return py_call(span_sum_split, e, row, a, b)
+
+
+_VEC_OPTS = dict(fastmath=set(FAST), error_model="numpy", nogil=True)
+
+
+@overloaded(span_sum, jit_options=_VEC_OPTS)
+def _span_sum(e, row, a, b):
+    if _is_f64_array(e):
+        def impl64(e, row, a, b):
+            wide()
+            sh = 0.0
+            sl = 0.0
+            for j in range(a, b):
+                h, l_ = split_at(ld2(e, row, j), UNIT_MAGIC)
+                sh += h
+                sl += l_
+            return sh, sl
+        return impl64
+
+    def impl(e, row, a, b):
+        wide()
+        s = 0.0
+        for j in range(a, b):
+            s += F64(ld2(e, row, j))
+        return s, 0.0
+    return impl
+
+
+@overloaded(span_sum_split, jit_options=_VEC_OPTS)
+def _span_sum_split(e, row, a, b):
+    if _is_f64_array(e):
+        def impl64(e, row, a, b):
+            wide()
+            mx = 0.0
+            c = 0
+            for j in range(a, b):
+                v = ld2(e, row, j)
+                one = v == BIG
+                c += 1 if one else 0
+                mx = fmax_nan_dropping(mx, 0.0 if one else v)
+            magic = grid_magic(mx)
+            sh = 0.0
+            sl = 0.0
+            for j in range(a, b):
+                v = ld2(e, row, j)
+                h, l_ = split_at(0.0 if v == BIG else v, magic)
+                sh += h
+                sl += l_
+            return sh, sl, c
+        return impl64
+
+    def impl(e, row, a, b):
+        wide()
+        s = 0.0
+        c = 0
+        for j in range(a, b):
+            v = F64(ld2(e, row, j))
+            one = v == BIG
+            c += 1 if one else 0
+            s += 0.0 if one else v
+        return s, 0.0, c
+    return impl
 
 
 @helper
-def tail_to_scratch(x, mask, i, a, n, scratch, srow):
-    """Copy x[i, a:n] (n - a < VB) into scratch[srow, :VB], padded with -inf."""
+def tail_to_scratch(x, mask, i, n, scratch, srow):
+    """Copy x[i, :n] (n < VB) into scratch[srow, :VB], padded with -inf."""
     wide()
     ninf = cast_like(scratch, -np.inf)
     for k in range(VB):
-        j = a + k
-        st2(scratch, srow, k, xload2(x, mask, i, j) if j < n else ninf)
+        st2(scratch, srow, k, xload2(x, mask, i, k) if k < n else ninf)
+
+
+@helper
+def exp_window(x, mask, i, n, m, th, tl, scaled, big, scratch, srow, dst, drow, store):
+    """The last n % VB exponentials of a row (VB <= n), as one full vector block.
+
+    The block is the window [n - VB, n): entries before n - n % VB (done
+    already; an in-place call has overwritten them) enter as -inf, so their
+    exponentials are 0. ``scratch[srow, :VB]`` receives the window's
+    exponentials (for the sums); with ``store``, ``dst[drow, j]`` receives
+    those of the tail and keeps its value elsewhere.
+    """
+    wide()
+    n64 = n - n % VB
+    j0 = n - VB
+    ninf = cast_like(x, -np.inf)
+    if store:
+        for lane in range(VB):
+            j = j0 + lane
+            v = xload2(x, mask, i, j)
+            e = _exp_sel(v if j >= n64 else ninf, m, th, tl, scaled, big)
+            st2(scratch, srow, lane, e)
+            st2(dst, drow, j, e if j >= n64 else ld2(dst, drow, j))
+    else:
+        for lane in range(VB):
+            j = j0 + lane
+            v = xload2(x, mask, i, j)
+            st2(scratch, srow, lane, _exp_sel(v if j >= n64 else ninf, m, th, tl, scaled, big))
+
+
+def _exp_sel(v, m, th, tl, scaled, big):
+    """exp((v - m) / T), times 2**64 with ``big``."""
+    return py_call(_exp_sel, v, m, th, tl, scaled, big)
+
+
+@overloaded(_exp_sel, jit_options=_SMALL_OPTS)
+def _exp_sel_impl(v, m, th, tl, scaled, big):
+    def impl(v, m, th, tl, scaled, big):
+        if big:
+            return exp_shifted_scaled_big(v, m, th, tl) if scaled else exp_shifted_big(v, m)
+        return exp_shifted_scaled(v, m, th, tl) if scaled else exp_shifted(v, m)
+    return impl
 
 
 @helper
@@ -409,7 +530,8 @@ def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_ds
     else the sum of those of the non-maximal entries, with ``c`` the count of
     maxima. In the split case ``dst`` receives the exponentials times 2**64
     (see ``vmath.exp_core_big``); the sums returned are unscaled. Scratch
-    rows 0 and 1 hold the padded tail.
+    rows 0 and 1 (the data's dtype, VB long at least) hold the tail's block
+    (see ``exp_window``; rows shorter than VB are padded with -inf).
     """
     wide()
     n64 = n - n % VB
@@ -421,25 +543,29 @@ def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_ds
         off = a if use_dst_offsets else 0
         exp_span(x, mask, i, a, b, m, th, tl, scaled, want_split, dst, drow, off)
         if want_split:
-            hi, lo = span_sum_split(dst, drow, off, off + (b - a))
-            c += count_maxima_span(dst, drow, off, off + (b - a))
+            hi, lo, cb = span_sum_split(dst, drow, off, off + (b - a))
+            c += cb
         else:
             hi, lo = span_sum(dst, drow, off, off + (b - a))
         s, comp = neumaier(s, comp, hi)
         comp += lo
     if n64 < n:
-        tail_to_scratch(x, mask, i, n64, n, scratch, 0)
-        exp_span(scratch, None, 0, 0, VB, m, th, tl, scaled, want_split, scratch, 1, 0)
+        if n >= VB:
+            exp_window(x, mask, i, n, m, th, tl, scaled, want_split, scratch, 1, dst, drow,
+                       use_dst_offsets)
+        else:
+            tail_to_scratch(x, mask, i, n, scratch, 0)
+            exp_span(scratch, None, 0, 0, VB, m, th, tl, scaled, want_split, scratch, 1, 0)
+            if use_dst_offsets:
+                for j in range(n):
+                    st2(dst, drow, j, ld2(scratch, 1, j))
         if want_split:
-            hi, lo = span_sum_split(scratch, 1, 0, VB)
-            c += count_maxima_span(scratch, 1, 0, VB)
+            hi, lo, cb = span_sum_split(scratch, 1, 0, VB)
+            c += cb
         else:
             hi, lo = span_sum(scratch, 1, 0, VB)
         s, comp = neumaier(s, comp, hi)
         comp += lo
-        if use_dst_offsets:
-            for j in range(n64, n):
-                st2(dst, drow, j, ld2(scratch, 1, j - n64))
     hi = s + comp
     lo = comp - (hi - s)
     if want_split:

@@ -15,7 +15,7 @@ import numpy as np
 from numba import prange, types
 
 from ._jit import (FAST, F64, fma, fmax_nan_dropping, inline, kernel, ld2, ld3, overloaded,
-                   parallel_twin, py_call, st2, st3, wide)
+                   parallel_twin, py_call, st2, st3, unmanaged, wide)
 from ._rows import acc_add, grid_magic, split_at
 from .vmath import exp_core
 
@@ -77,6 +77,9 @@ def _row_dot(g, y, i, n, prod):
 def backward_rows(g, y, out, mode, nchunks):
     """mode 0: softmax_backward; mode 1: log_softmax_backward; (R, C) rows."""
     wide()
+    g = unmanaged(g)
+    y = unmanaged(y)
+    out = unmanaged(out)
     R, n = g.shape
     for ch in prange(nchunks):
         r0 = ch * R // nchunks
@@ -100,6 +103,9 @@ backward_rows_parallel = parallel_twin(backward_rows)
 def backward_lanes(g, y, out, mode, nchunks):
     """As backward_rows along axis 1 of (O, C, K) arrays (lanes vectorised)."""
     wide()
+    g = unmanaged(g)
+    y = unmanaged(y)
+    out = unmanaged(out)
     O, n, K = g.shape
     for ch in prange(nchunks):
         o0 = ch * O // nchunks

@@ -19,8 +19,8 @@ import numpy as np
 from numba import prange
 
 from ._jit import F64, inline, kernel, ld1, parallel_twin, st1, wide
-from ._rows import accurate_sum1, neumaier
-from .vmath import exp_core, log1p_f64
+from ._rows import INV_BIG, accurate_sum1, neumaier
+from .vmath import exp_core_big, log1p_f64
 
 BLOCK = 4096     # elements per parallel block (and per partial sum)
 
@@ -28,7 +28,7 @@ BLOCK = 4096     # elements per parallel block (and per partial sum)
 @inline
 def _sig_small(x):
     """(e, e / (1 + e)) with e = exp(-|x|): the sigmoid of -|x|, in float64."""
-    e = exp_core(-abs(x), 0.0)
+    e = exp_core_big(-abs(x), 0.0) * INV_BIG     # rounds correctly into the subnormals
     return e, e / (1.0 + e)
 
 
@@ -40,7 +40,7 @@ def _sigmoid(x):
 
 @inline
 def _log_sigmoid(x):
-    e = exp_core(-abs(x), 0.0)
+    e = exp_core_big(-abs(x), 0.0) * INV_BIG
     lp = log1p_f64(e)
     return -lp if x >= 0.0 else x - lp
 

@@ -24,11 +24,11 @@ import numpy as np
 from numba import prange, types
 
 from ._jit import (F64, fma, fmax_nan_dropping, helper, inline, kernel, ld2, ld3, overloaded,
-                   parallel_twin, py_call, st2, st3, wide)
+                   parallel_twin, py_call, st2, st3, unmanaged, wide)
 from ._rows import (MODE_LOG_SOFTMAX, MODE_LOGSUMEXP, MODE_SOFTMAX, PREFETCH_MAX, SB, SMALL_C,
-                    BIG_MAGIC, INV_BIG, UNIT_MAGIC, VB, acc_add, lane_acc, prefetch_row,
-                    cast_like, dw_inverse, log_c_plus_s, neumaier, row_exp_sums, row_max,
-                    special_row, split_like, xload2, xload3)
+                    INV_BIG, UNIT_MAGIC, VB, acc_add, lane_acc, lane_acc2, prefetch_row,
+                    cast_like, dw_inverse, lanes_to_rows, log_c_plus_s, row_exp_sums,
+                    row_max, rows_to_lanes, special_row, split_like, xload2, xload3)
 from .vmath import (BIG, exp_shifted, exp_shifted_big, exp_shifted_scaled,
                     exp_shifted_scaled_big, log1p_f64, two_sum)
 
@@ -63,7 +63,8 @@ def _finite(v):
 
 
 KT = 256   # lanes per block of the lanes kernel
-G = 64     # rows per transposed block of the short-row path
+G_MAX = 1024   # rows per transposed block of the short-row path: about 4096 // C,
+               # a multiple of 64 (long vector loops, a block of a few tens of KB)
 
 
 # ------------------------------------------------------------------ lanes block
@@ -94,7 +95,11 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
         sv[0, k] = 0.0
         sv[1, k] = 0.0
         cv[k] = 0
+    # lanes with a non-finite maximum (counted in a vector loop; rare)
+    nbad = 0
     for k in range(kk):
+        nbad += 0 if _finite(mv[k]) else 1
+    for k in range(kk if nbad else 0):
         if not _finite(mv[k]):
             if mode != MODE_LOGSUMEXP:
                 outv = out[o, :, k0 + k]
@@ -119,7 +124,7 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
                 v = F64(ev[k])
                 one = v == BIG
                 cv[k] += 1 if one else 0
-                h, l_ = lane_acc(ev, sv[0, k], sv[1, k], 0.0 if one else v, BIG_MAGIC)
+                h, l_ = lane_acc2(ev, sv[0, k], sv[1, k], 0.0 if one else v)
                 sv[0, k] = h
                 sv[1, k] = l_
         else:
@@ -136,7 +141,10 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
                 sv[0, k] = h
                 sv[1, k] = l_
     # a NaN somewhere in a lane (an in-place softmax has already overwritten it)
+    nnan = 0
     for k in range(kk):
+        nnan += 1 if (cv[k] >= 0 and sv[0, k] != sv[0, k]) else 0
+    for k in range(kk if nnan else 0):
         if cv[k] >= 0 and sv[0, k] != sv[0, k]:
             if mode != MODE_LOGSUMEXP:
                 for c in range(n):
@@ -144,25 +152,28 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
             if lse.shape[0]:
                 lse[o, k0 + k] = np.nan
             cv[k] = _FINISHED
-    # per lane, vectorised: log(c + s), and the double-word 1 / s for softmax
-    for k in range(kk):
-        hi = sv[0, k] + sv[1, k]
-        lo = sv[1, k] - (hi - sv[0, k])
-        if split:
-            hi *= INV_BIG
-            lo *= INV_BIG
-            cm1 = F64(cv[k] - 1)
-            t, tlo = two_sum(cm1, hi)
-            ell = log1p_f64(t) + (tlo + lo) / (1.0 + t)
-        else:
-            ell = log1p_f64(hi - 1.0) + lo / hi   # hi >= 1: hi - 1 is exact
+    # per lane, vectorised: log(c + s) (split modes, or when the lse is
+    # wanted), and the double-word 1 / s for softmax
+    want_lse = lse.shape[0] > 0
+    if split:
+        for k in range(kk):
+            hi = sv[0, k] + sv[1, k]
+            lo = (sv[1, k] - (hi - sv[0, k])) * INV_BIG
+            t, tlo = two_sum(F64(cv[k] - 1), hi * INV_BIG)
+            sv[2, k] = log1p_f64(t) + (tlo + lo) / (1.0 + t)
+    else:
+        for k in range(kk):
+            hi = sv[0, k] + sv[1, k]
+            lo = sv[1, k] - (hi - sv[0, k])
             ih, il = dw_inverse(hi, lo)
             sv[2, k] = ih
             sv[3, k] = il
-        if split:
-            sv[2, k] = ell
-        if lse.shape[0] and cv[k] >= 0:
-            lse[o, k0 + k] = F64(mv[k]) * (th + tl) + ell
+            if want_lse:
+                sv[1, k] = log1p_f64(hi - 1.0) + lo / hi   # hi >= 1: hi - 1 is exact
+    if want_lse:
+        for k in range(kk):
+            if cv[k] >= 0:
+                lse[o, k0 + k] = F64(mv[k]) * (th + tl) + (sv[2, k] if split else sv[1, k])
     if mode == MODE_SOFTMAX:
         for k in range(kk):
             h, l_ = split_like(ev, sv[2, k], sv[3, k])
@@ -215,40 +226,52 @@ def _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch):
         ell = np.log(hi) + lo / hi
     if lse.shape[0]:
         lse[i] = F64(m) * (th + tl) + ell
+    # sweep three; the last n % VB entries as one more full vector block over
+    # [n - VB, n) that stores back what is already there before the tail
+    n64 = n - n % VB
     if mode == MODE_SOFTMAX:
         ih, il = dw_inverse(hi, lo)
         ch, cl = split_like(out, ih, il)
-        for j in range(n):
+        for j in range(n64):
             e = ld2(out, i, j)
             st2(out, i, j, fma(e, ch, e * cl))
+        if n64 < n:
+            for j in range(n - VB, n):
+                e = ld2(out, i, j)
+                st2(out, i, j, fma(e, ch, e * cl) if j >= n64 else e)
     elif mode == MODE_LOG_SOFTMAX:
         ellc = cast_like(out, ell)
         thc = cast_like(out, th)
-        for j in range(n):
+        for j in range(n64):
             st2(out, i, j, (xload2(x, mask, i, j) - m) * thc - ellc)
+        if n64 < n:
+            for j in range(n - VB, n):
+                v = (xload2(x, mask, i, j) - m) * thc - ellc
+                st2(out, i, j, v if j >= n64 else ld2(out, i, j))
+
+
+@inline
+def small_block(n):
+    """Rows per transposed block for rows of n < SMALL_C entries."""
+    return min(G_MAX, max(64, (4096 // n) // 64 * 64))
 
 
 @helper
 def _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv, sv, cv, ev):
-    """Rows [r0, r1) of a short-row array, G rows at a time.
+    """Rows [r0, r1) of a short-row array, a block of rows at a time.
 
     A row this short would leave the vector lanes mostly idle, so each block
-    of G rows is transposed into ``xs`` (C, G) and run as G lanes of the lanes
+    of g rows is transposed into ``xs`` (C, g) and run as g lanes of the lanes
     algorithm (masked entries are copied as -inf), then transposed back.
     """
     wide()
-    n = x.shape[1]
     g_max = xs.shape[2]
     for b0 in range(r0, r1, g_max):
         g = min(g_max, r1 - b0)
-        for c in range(n):
-            for k in range(g):
-                st3(xs, 0, c, k, xload2(x, mask, b0 + k, c))
+        rows_to_lanes(x, mask, b0, g, xs)
         _lanes_block(xs, None, 0, 0, g, th, tl, scaled, mode, os, ls, mv, sv, cv, ev)
         if mode != MODE_LOGSUMEXP:
-            for k in range(g):
-                for c in range(n):
-                    st2(out, b0 + k, c, ld3(os, 0, c, k))
+            lanes_to_rows(os, b0, g, out)
         if lse.shape[0]:
             for k in range(g):
                 lse[b0 + k] = ls[0, k]
@@ -258,9 +281,9 @@ def _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv,
 # SCRATCH_WORDS per chunk), so a call with out= allocates nothing
 # (SPEC §6: under 1 KiB): F_WORDS of the array's dtype, D_WORDS of float64,
 # I_WORDS of int64.
-F_WORDS = 2 * 64 * G + 4 * G          # >= 3 * SB too: the wide rows' scratch
-D_WORDS = 4 * KT
-I_WORDS = KT
+F_WORDS = 2 * 4096 + 4 * G_MAX
+D_WORDS = 4 * G_MAX
+I_WORDS = G_MAX
 SCRATCH_WORDS = F_WORDS + D_WORDS + I_WORDS
 
 
@@ -334,6 +357,11 @@ def _rows_range(x, mask, th, tl, scaled, out, lse, mode, r0, r1, seg):
     """Rows [r0, r1): wide rows one by one, short rows through lanes (tiny
     arrays in scalar code; the choice depends on the array's shape only)."""
     wide()
+    x = unmanaged(x)
+    mask = unmanaged(mask)
+    out = unmanaged(out)
+    lse = unmanaged(lse)
+    seg = unmanaged(seg)
     n = x.shape[1]
     if x.shape[0] * n <= TINY:
         _tiny_rows(x, mask, th, tl, scaled, out, lse, mode, r0, r1)
@@ -346,15 +374,17 @@ def _rows_range(x, mask, th, tl, scaled, out, lse, mode, r0, r1, seg):
                 prefetch_row(x, i + 1, n)
             _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch)
     elif n > 0:
-        g = min(G, r1 - r0)
-        ng = n * g
-        xs = fw[:ng].reshape((1, n, g))
-        os = fw[ng:2 * ng].reshape((1, n, g))
-        ls = fw[2 * ng:2 * ng + g].reshape((1, g))
-        mv = fw[2 * ng + g:2 * ng + 2 * g]
-        ev = fw[2 * ng + 2 * g:2 * ng + 3 * g]
-        sv = dw[:4 * g].reshape((4, g))
-        cv = iw[:g]
+        # every piece starts on a cache line (gp: g rounded up to 16 lanes)
+        g = min(small_block(n), r1 - r0)
+        gp = (g + 15) // 16 * 16
+        ng = n * gp
+        xs = fw[:ng].reshape((1, n, gp))
+        os = fw[ng:2 * ng].reshape((1, n, gp))
+        ls = fw[2 * ng:2 * ng + gp].reshape((1, gp))
+        mv = fw[2 * ng + gp:2 * ng + 2 * gp]
+        ev = fw[2 * ng + 2 * gp:2 * ng + 3 * gp]
+        sv = dw[:4 * gp].reshape((4, gp))
+        cv = iw[:gp]
         _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv, sv, cv, ev)
 
 
@@ -392,6 +422,11 @@ def forward_lanes(x, mask, th, tl, out, lse, mode, scratch, nchunks):
     """Softmax family along axis 1 of a C-contiguous (O, C, K) array (scratch as
     forward_rows)."""
     wide()
+    x = unmanaged(x)
+    mask = unmanaged(mask)
+    out = unmanaged(out)
+    lse = unmanaged(lse)
+    scratch = unmanaged(scratch)
     O, n, K = x.shape
     scaled = not (th == 1.0 and tl == 0.0)
     nkb = (K + KT - 1) // KT

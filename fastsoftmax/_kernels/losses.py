@@ -40,18 +40,19 @@ import math
 import numpy as np
 from numba import prange
 
-from ._jit import (F64, exact, fmax_nan_dropping, helper, inline, kernel, ld2, ld3, parallel_twin,
-                   reduction, st2, st3, wide)
-from ._rows import (BIG_MAGIC, INV_BIG, SB, SMALL_C, cast_like, lane_acc, log_c_plus_s, neumaier,
-                    row_exp_sums, row_max)
+from ._jit import (F64, fmax_nan_dropping, helper, inline, kernel, ld2, ld3, parallel_twin,
+                   reduction, scalar_loop, st2, st3, unmanaged, wide)
+from ._rows import (INV_BIG, SB, SMALL_C, accurate_sum1, aligned_words, cast_like,
+                    lane_acc2, lanes_to_rows, log_c_plus_s, neumaier, row_exp_sums, row_max,
+                    rows_to_lanes)
+from .forward import small_block
 from .vmath import BIG, exp_shifted, exp_shifted_big, log1p_f64, two_sum
 
 KIND_INDEX = 0
 KIND_DIST = 1
 ROWS_PER_BLOCK = 256
-G = 64            # samples per transposed block of the short-row path
 KT = 256          # lanes per block of the lanes kernel
-_DONE = -(1 << 40)   # a finished lane's count: stays negative whatever is added
+SUPER = 8         # blocks per parallel step (scratch allocated once per step)
 
 
 @inline
@@ -73,7 +74,7 @@ def _mass_dist(weight, tq, i, c, eps, inv_n):
     return _weight(weight, c) * q
 
 
-@exact
+@inline
 def _nll(mf, xt, ell):
     """-log p_t = (m - x_t) + log(c + s), in this order (m - x_t is exact or tiny)."""
     return (mf - xt) + ell
@@ -189,7 +190,7 @@ def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
             ws, qq = wsum_dist(x, i, a, min(a + SB, n), mf, weight, tq, eps, inv_n)
             wd, wdc = neumaier(wd, wdc, ws)
             qs, qsc = neumaier(qs, qsc, qq)
-    # sweep two: the exponentials into grad (or a scratch row) and their sums
+    # sweep two: the exponentials (into grad) and their sums
     if want_grad:
         s, sc, cnt = row_exp_sums(x, None, i, n, m, m, m, False, True, grad, i, True, scratch)
     else:
@@ -258,45 +259,72 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
 
     ``tl[k]``: index targets of the lanes (int64); ``tq``: distribution targets
     in the logits' layout; ``av``/``bv``: per-lane alpha/beta; results go to
-    ``ce_out[k]``/``zp_out[k]`` (float64, lane-relative). ``fv`` (9, KT)
-    float64, ``sv`` (KT,) float, ``iv`` (2, KT) int64 and ``ev`` (KT,) float
+    ``ce_out[k]``/``zp_out[k]`` (float64, lane-relative). ``fv`` (10, KT)
+    float64, ``sv`` (KT,) float, ``iv`` (3, KT) int64 and ``ev`` (2, KT) float
     are scratch. Lanes whose target is ``ignore`` give zeros.
+
+    Every loop over the lanes is branch-free arithmetic (it vectorises); the
+    rare lanes with a non-finite maximum or a NaN are counted in a vector
+    loop and only then finished one by one. Loops that index by the target
+    (a gather or a scatter) are kept scalar.
     """
     wide()
     n = x.shape[1]
     kk = k1 - k0
     inv_n = 1.0 / n
-    # fv rows: 0 s, 1 s comp, 2 wd, 3 qs, 4 ell, 5 lse, 6 inv, 7 xt/et, 8 k1
-    # iv rows: 0 count of ones (negative: finished), 1 target
+    # fv rows: 0 s, 1 s comp, 2 wd then zc, 3 qs then the target entry,
+    #          4 ell, 5 lse, 6 1/(c+s), 7 x_t, 8 k1, 9 W_t
+    # iv rows: 0 count of maxima, 1 target (0 for ignored lanes), 2 state:
+    #          0 live, 1 ignored, 2 finished (non-finite or NaN)
+    # ev rows: 0 the exponentials, 1 the state in the data's type (1 live,
+    #          0 ignored, -1 finished: masks as wide as the data's vectors)
     for k in range(kk):
         sv[k] = ld3(x, o, 0, k0 + k)
     for c in range(1, n):
         for k in range(kk):
             sv[k] = fmax_nan_dropping(sv[k], ld3(x, o, c, k0 + k))
+    # (one array per loop: each of them vectorises)
     for k in range(kk):
-        for r in range(9):
-            fv[r, k] = 0.0
         iv[0, k] = 0
+    if kind == 0:
+        for k in range(kk):
+            iv[1, k] = 0 if tl[k] == ignore else tl[k]
+        for k in range(kk):
+            iv[2, k] = 1 if tl[k] == ignore else 0
+        for k in range(kk):
+            ev[1, k] = 0.0 if tl[k] == ignore else 1.0
+    else:
+        for k in range(kk):
+            iv[1, k] = 0
+        for k in range(kk):
+            iv[2, k] = 0
+        for k in range(kk):
+            ev[1, k] = 1.0
+    for k in range(kk):
         ce_out[k] = 0.0
+    for k in range(kk):
         zp_out[k] = 0.0
-        t = tl[k] if kind == 0 else 0
-        iv[1, k] = t
-        if kind == 0 and t == ignore:
-            iv[0, k] = _DONE
-            iv[1, k] = 0       # a valid index: later lane loops read W_t for every lane
-            if want_grad:
-                for c in range(n):
-                    st3(grad, o, c, k0 + k, 0.0)
-            continue
-        if kind == 0:
-            fv[7, k] = F64(ld3(x, o, t, k0 + k))
-        if not _finite(sv[k]):
-            # rare: finish the lane through the row routine on a copy
-            iv[0, k] = _DONE
-            ce_v, zp_v = _special_lane(x, o, k0 + k, n, kind, t, tq, weight, wsum, eps, z,
-                                       want_grad, grad, av[k], bv[k])
-            ce_out[k] = ce_v
-            zp_out[k] = zp_v
+    for r in range(4):          # the accumulators (the other rows are set before use)
+        for k in range(kk):
+            fv[r, k] = 0.0
+    if kind == 0:
+        for k in range(kk):
+            scalar_loop()
+            fv[7, k] = F64(ld3(x, o, iv[1, k], k0 + k))
+            fv[9, k] = _weight(weight, iv[1, k])
+    # lanes with a non-finite maximum: finished now, before any write
+    nbad = 0
+    for k in range(kk):
+        nbad += 1 if (iv[2, k] == 0 and not _finite(sv[k])) else 0
+    if nbad:
+        for k in range(kk):
+            if iv[2, k] == 0 and not _finite(sv[k]):
+                iv[2, k] = 2
+                ev[1, k] = -1.0
+                ce_v, zp_v = _special_lane(x, o, k0 + k, n, kind, iv[1, k], tq, weight, wsum,
+                                           eps, z, want_grad, grad, av[k], bv[k])
+                ce_out[k] = ce_v
+                zp_out[k] = zp_v
     need_wsum = kind == 1 or eps != 0.0
     for c in range(n):
         wc = _weight(weight, c)
@@ -312,20 +340,23 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
                     mass = wc * q
                     fv[2, k] += _xlogterm(mass, F64(sv[k]) - F64(ld3(x, o, c, k0 + k)))
                     fv[3, k] += mass
-        for k in range(kk):
-            ev[k] = exp_shifted_big(ld3(x, o, c, k0 + k), sv[k])      # times 2**64
         if want_grad:
             for k in range(kk):
-                if iv[0, k] >= 0:
-                    st3(grad, o, c, k0 + k, ev[k])
+                e = exp_shifted_big(ld3(x, o, c, k0 + k), sv[k])      # times 2**64
+                ev[0, k] = e
+                if ev[1, k] > 0.0:
+                    st3(grad, o, c, k0 + k, e)
+        else:
+            for k in range(kk):
+                ev[0, k] = exp_shifted_big(ld3(x, o, c, k0 + k), sv[k])
         for k in range(kk):
-            v = F64(ev[k])
+            v = F64(ev[0, k])
             one = v == BIG
             iv[0, k] += 1 if one else 0
-            h, l_ = lane_acc(ev, fv[0, k], fv[1, k], 0.0 if one else v, BIG_MAGIC)
+            h, l_ = lane_acc2(ev, fv[0, k], fv[1, k], 0.0 if one else v)
             fv[0, k] = h
             fv[1, k] = l_
-    # per lane, vectorised
+    # per lane: log(c + s), lse, 1 / (c + s)
     for k in range(kk):
         cnt = iv[0, k]
         hi = fv[0, k] + fv[1, k]
@@ -333,67 +364,80 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
         hi *= INV_BIG
         t2, tlo = two_sum(F64(cnt - 1), hi)
         ell = log1p_f64(t2) + (tlo + lo) / (1.0 + t2)
-        mf = F64(sv[k])
-        lse = mf + ell
-        fv[4, k] = ell
-        fv[5, k] = lse
-        fv[6, k] = 1.0 / (F64(cnt) + hi)
         fv[0, k] = hi
-        if kind == 0:
-            wt = _weight(weight, iv[1, k])
-            ce = _xlogterm((1.0 - eps) * wt, _nll(mf, fv[7, k], ell))
-            if eps != 0.0:
-                ce += eps * inv_n * (ell * wsum + fv[2, k])
-        else:
-            ce = ell * fv[3, k] + fv[2, k]
-        if cnt >= 0:
-            ce_out[k] = ce
-            zp_out[k] = z * lse * lse
-    # lanes with a NaN
+        fv[4, k] = ell
+        fv[5, k] = F64(sv[k]) + ell
+        fv[6, k] = 1.0 / (F64(cnt) + hi)
+    # the losses
+    if kind == 0:
+        for k in range(kk):
+            ell = fv[4, k]
+            ce = _xlogterm((1.0 - eps) * fv[9, k], _nll(F64(sv[k]), fv[7, k], ell))
+            ce += eps * inv_n * (ell * wsum + fv[2, k]) if eps != 0.0 else 0.0
+            live = iv[2, k] == 0
+            ce_out[k] = ce if live else ce_out[k]
+            zp_out[k] = z * fv[5, k] * fv[5, k] if live else zp_out[k]
+    else:
+        for k in range(kk):
+            ce = fv[4, k] * fv[3, k] + fv[2, k]
+            live = iv[2, k] == 0
+            ce_out[k] = ce if live else ce_out[k]
+            zp_out[k] = z * fv[5, k] * fv[5, k] if live else zp_out[k]
+    # lanes with a NaN (rare)
+    nnan = 0
     for k in range(kk):
-        if iv[0, k] >= 0 and fv[0, k] != fv[0, k]:
-            iv[0, k] = _DONE
-            ce_out[k] = np.nan
-            zp_out[k] = np.nan
-            if want_grad:
-                for c in range(n):
-                    st3(grad, o, c, k0 + k, np.nan)
+        nnan += 1 if (iv[2, k] == 0 and fv[0, k] != fv[0, k]) else 0
+    if nnan:
+        for k in range(kk):
+            if iv[2, k] == 0 and fv[0, k] != fv[0, k]:
+                iv[2, k] = 2
+                ev[1, k] = -1.0
+                ce_out[k] = np.nan
+                zp_out[k] = np.nan
+                if want_grad:
+                    for c in range(n):
+                        st3(grad, o, c, k0 + k, np.nan)
     if not want_grad:
         return
+    # the gradient: g = e * k1 - alpha * mass_c (grad holds 2**64 e)
     for k in range(kk):
         zc = 2.0 * bv[k] * z * fv[5, k]
         if kind == 0:
-            wt = _weight(weight, iv[1, k])
-            msum = (1.0 - eps) * wt + eps * inv_n * wsum
+            msum = (1.0 - eps) * fv[9, k] + eps * inv_n * wsum
         else:
             msum = fv[3, k]
-        fv[8, k] = (av[k] * msum + zc) * fv[6, k] * INV_BIG    # grad holds 2**64 e
+        fv[8, k] = (av[k] * msum + zc) * fv[6, k] * INV_BIG
+        fv[2, k] = zc
     for c in range(n):
         wc = _weight(weight, c)
-        for k in range(kk):
-            if iv[0, k] >= 0:
-                g = F64(ld3(grad, o, c, k0 + k)) * fv[8, k]
-                if kind == 0:
-                    g -= av[k] * eps * inv_n * wc
-                else:
-                    q = F64(ld3(tq, o, c, k0 + k))
-                    if eps != 0.0:
-                        q = (1.0 - eps) * q + eps * inv_n
-                    g -= av[k] * wc * q
-                st3(grad, o, c, k0 + k, g)
+        if kind == 0:
+            for k in range(kk):
+                g = F64(ld3(grad, o, c, k0 + k)) * fv[8, k] - av[k] * eps * inv_n * wc
+                st = ev[1, k]
+                if st >= 0.0:                  # ignored lanes: a zero gradient
+                    st3(grad, o, c, k0 + k, g if st > 0.0 else 0.0)
+        else:
+            for k in range(kk):
+                q = F64(ld3(tq, o, c, k0 + k))
+                if eps != 0.0:
+                    q = (1.0 - eps) * q + eps * inv_n
+                g = F64(ld3(grad, o, c, k0 + k)) * fv[8, k] - av[k] * wc * q
+                st = ev[1, k]
+                if st >= 0.0:
+                    st3(grad, o, c, k0 + k, g if st > 0.0 else 0.0)
     if kind == 0:
+        # the target entries, without cancellation (vector part, then the stores)
         for k in range(kk):
-            if iv[0, k] >= 0:
-                t = iv[1, k]
-                wt = _weight(weight, t)
-                mt = (1.0 - eps) * wt
-                et = F64(exp_shifted(cast_like(ev, fv[7, k]), sv[k]))
-                inv = fv[6, k]
-                pt = et * inv
-                qt = fv[0, k] * inv if (et == 1.0 and iv[0, k] == 1) else 1.0 - pt
-                zc = 2.0 * bv[k] * z * fv[5, k]
-                gt = av[k] * (-mt * qt + eps * inv_n * (wsum * pt - wt)) + zc * pt
-                st3(grad, o, t, k0 + k, gt)
+            et = F64(exp_shifted(cast_like(ev, fv[7, k]), sv[k]))
+            inv = fv[6, k]
+            pt = et * inv
+            qt = fv[0, k] * inv if (et == 1.0 and iv[0, k] == 1) else 1.0 - pt
+            mt = (1.0 - eps) * fv[9, k]
+            fv[3, k] = av[k] * (-mt * qt + eps * inv_n * (wsum * pt - fv[9, k])) + fv[2, k] * pt
+        for k in range(kk):
+            scalar_loop()
+            if iv[2, k] == 0:
+                st3(grad, o, iv[1, k], k0 + k, fv[3, k])
 
 
 @helper
@@ -426,17 +470,18 @@ def _row_scales(gscale, i, alpha, beta):
 
 
 @inline
-def _emit(ce, zp, i, loss_rows, part, blk):
-    """Per-sample loss (reduction "none") or the block's partial sums."""
+def _emit_block(ce_b, zp_b, nb, r0, loss_rows, part, blk):
+    """A block's per-sample losses (reduction "none") or its partial sums."""
     if loss_rows.shape[0]:
-        loss_rows[i] = ce + zp
+        for j in range(nb):
+            loss_rows[r0 + j] = ce_b[j] + zp_b[j]
     else:
-        a, b = neumaier(part[blk, 0], part[blk, 1], ce)
-        part[blk, 0] = a
-        part[blk, 1] = b
-        a, b = neumaier(part[blk, 2], part[blk, 3], zp)
-        part[blk, 2] = a
-        part[blk, 3] = b
+        h, l_ = accurate_sum1(ce_b, 0, nb)
+        part[blk, 0] = h
+        part[blk, 1] = l_
+        h, l_ = accurate_sum1(zp_b, 0, nb)
+        part[blk, 2] = h
+        part[blk, 3] = l_
 
 
 @kernel
@@ -453,65 +498,77 @@ def ce_rows(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, gs
     ``part`` (one row of 4 per ROWS_PER_BLOCK samples).
     """
     wide()
+    x = unmanaged(x)
+    tidx = unmanaged(tidx)
+    tq = unmanaged(tq)
+    weight = unmanaged(weight)
+    grad = unmanaged(grad)
+    gscale = unmanaged(gscale)
+    loss_rows = unmanaged(loss_rows)
+    part = unmanaged(part)
     R, n = x.shape
     nblk = (R + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
-    for blk in prange(nblk):
-        r0 = blk * ROWS_PER_BLOCK
-        r1 = min(r0 + ROWS_PER_BLOCK, R)
-        part[blk, 0] = 0.0
-        part[blk, 1] = 0.0
-        part[blk, 2] = 0.0
-        part[blk, 3] = 0.0
-        if n >= SMALL_C:
-            scratch = np.empty((3, SB), dtype=x.dtype)
-            for i in range(r0, r1):
-                t = tidx[i] if kind == 0 else 0
-                if kind == 0 and t == ignore:
+    # each parallel step takes SUPER blocks, so the scratch is allocated
+    # once per SUPER * ROWS_PER_BLOCK samples; the blocks (and so the
+    # partial sums) do not depend on the thread count
+    nsup = (nblk + SUPER - 1) // SUPER
+    for sup in prange(nsup):
+        ce_b = np.empty(ROWS_PER_BLOCK)
+        zp_b = np.empty(ROWS_PER_BLOCK)
+        wide_rows = n >= SMALL_C
+        sbw = SB if wide_rows else 1
+        scratch = aligned_words(3 * sbw).view(x.dtype)[:3 * sbw].reshape((3, sbw))
+        # short rows: gl samples at a time transposed into lanes; every
+        # lane array starts on a cache line
+        gl = 1 if wide_rows else min(ROWS_PER_BLOCK, small_block(n))
+        nl = 1 if wide_rows else n
+        xs = aligned_words(nl * gl).view(x.dtype)[:nl * gl].reshape((1, nl, gl))
+        nq = nl * gl if kind == 1 else 1
+        qs = aligned_words(nq).view(tq.dtype)[:nq].reshape((1, nl if kind == 1 else 1,
+                                                            gl if kind == 1 else 1))
+        gs = aligned_words(nl * gl).view(x.dtype)[:nl * gl].reshape((1, nl, gl))
+        tl = aligned_words(gl).view(np.int64)
+        av = aligned_words(gl)
+        bv = aligned_words(gl)
+        fv = aligned_words(10 * gl).reshape((10, gl))
+        sv = aligned_words(gl).view(x.dtype)[:gl]
+        iv = aligned_words(3 * gl).view(np.int64).reshape((3, gl))
+        ev = aligned_words(2 * gl).view(x.dtype)[:2 * gl].reshape((2, gl))
+        for blk in range(sup * SUPER, min(sup * SUPER + SUPER, nblk)):
+            r0 = blk * ROWS_PER_BLOCK
+            r1 = min(r0 + ROWS_PER_BLOCK, R)
+            if wide_rows:
+                for i in range(r0, r1):
+                    t = tidx[i] if kind == 0 else 0
+                    if kind == 0 and t == ignore:
+                        if want_grad:
+                            for c in range(n):
+                                st2(grad, i, c, 0.0)
+                        ce_b[i - r0] = 0.0
+                        zp_b[i - r0] = 0.0
+                        continue
+                    a_i, b_i = _row_scales(gscale, i, alpha, beta)
+                    ce, zp = _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z,
+                                          want_grad, grad, a_i, b_i, scratch)
+                    ce_b[i - r0] = ce
+                    zp_b[i - r0] = zp
+            else:
+                for b0 in range(r0, r1, gl):
+                    g = min(gl, r1 - b0)
+                    rows_to_lanes(x, None, b0, g, xs)
+                    if kind == 1:
+                        rows_to_lanes(tq, None, b0, g, qs)
+                    for k in range(g):
+                        tl[k] = tidx[b0 + k] if kind == 0 else 0
+                        a_i, b_i = _row_scales(gscale, b0 + k, alpha, beta)
+                        av[k] = a_i
+                        bv[k] = b_i
+                    j = b0 - r0
+                    _ce_lanes(xs, 0, 0, g, kind, tl, qs, weight, wsum, eps, z, want_grad, gs,
+                              av, bv, ignore, ce_b[j:j + g], zp_b[j:j + g], fv, sv, iv, ev)
                     if want_grad:
-                        for c in range(n):
-                            st2(grad, i, c, 0.0)
-                    _emit(0.0, 0.0, i, loss_rows, part, blk)
-                    continue
-                a_i, b_i = _row_scales(gscale, i, alpha, beta)
-                ce, zp = _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad,
-                                      grad, a_i, b_i, scratch)
-                _emit(ce, zp, i, loss_rows, part, blk)
-        else:
-            # short rows: G samples at a time, transposed into lanes
-            xs = np.empty((1, n, G), dtype=x.dtype)
-            qs = np.empty((1, n, G) if kind == 1 else (1, 1, 1), dtype=tq.dtype)
-            gs = np.empty((1, n, G), dtype=x.dtype)
-            tl = np.empty(G, dtype=np.int64)
-            av = np.empty(G)
-            bv = np.empty(G)
-            ce_o = np.empty(G)
-            zp_o = np.empty(G)
-            fv = np.empty((9, G))
-            sv = np.empty(G, dtype=x.dtype)
-            iv = np.empty((2, G), dtype=np.int64)
-            ev = np.empty(G, dtype=x.dtype)
-            for b0 in range(r0, r1, G):
-                g = min(G, r1 - b0)
-                for c in range(n):
-                    for k in range(g):
-                        st3(xs, 0, c, k, ld2(x, b0 + k, c))
-                if kind == 1:
-                    for c in range(n):
-                        for k in range(g):
-                            st3(qs, 0, c, k, ld2(tq, b0 + k, c))
-                for k in range(g):
-                    tl[k] = tidx[b0 + k] if kind == 0 else 0
-                    a_i, b_i = _row_scales(gscale, b0 + k, alpha, beta)
-                    av[k] = a_i
-                    bv[k] = b_i
-                _ce_lanes(xs, 0, 0, g, kind, tl, qs, weight, wsum, eps, z, want_grad, gs,
-                          av, bv, ignore, ce_o, zp_o, fv, sv, iv, ev)
-                if want_grad:
-                    for k in range(g):
-                        for c in range(n):
-                            st2(grad, b0 + k, c, ld3(gs, 0, c, k))
-                for k in range(g):
-                    _emit(ce_o[k], zp_o[k], b0 + k, loss_rows, part, blk)
+                        lanes_to_rows(gs, b0, g, grad)
+            _emit_block(ce_b, zp_b, r1 - r0, r0, loss_rows, part, blk)
 
 
 ce_rows_parallel = parallel_twin(ce_rows)
@@ -527,46 +584,53 @@ def ce_lanes(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, g
     Otherwise as ``ce_rows``.
     """
     wide()
+    x = unmanaged(x)
+    tidx = unmanaged(tidx)
+    tq = unmanaged(tq)
+    weight = unmanaged(weight)
+    grad = unmanaged(grad)
+    gscale = unmanaged(gscale)
+    loss_rows = unmanaged(loss_rows)
+    part = unmanaged(part)
     O, n, K = x.shape
     nkb = (K + KT - 1) // KT
-    for w in prange(O * nkb):
-        o = w // nkb
-        k0 = (w % nkb) * KT
-        k1 = min(k0 + KT, K)
-        kk = k1 - k0
-        tl = np.empty(KT, dtype=np.int64)
-        av = np.empty(KT)
-        bv = np.empty(KT)
-        ce_o = np.empty(KT)
-        zp_o = np.empty(KT)
-        fv = np.empty((9, KT))
-        sv = np.empty(KT, dtype=x.dtype)
-        iv = np.empty((2, KT), dtype=np.int64)
-        ev = np.empty(KT, dtype=x.dtype)
-        for k in range(kk):
-            tl[k] = tidx[o, k0 + k] if kind == 0 else 0
-            if gscale.shape[0]:
-                av[k] = alpha * gscale[o, k0 + k]
-                bv[k] = beta * gscale[o, k0 + k]
-            else:
-                av[k] = alpha
-                bv[k] = beta
-        _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad, av, bv,
-                  ignore, ce_o, zp_o, fv, sv, iv, ev)
-        part[w, 0] = 0.0
-        part[w, 1] = 0.0
-        part[w, 2] = 0.0
-        part[w, 3] = 0.0
-        for k in range(kk):
+    nw = O * nkb
+    nsup = (nw + SUPER - 1) // SUPER
+    for sup in prange(nsup):
+        tl = aligned_words(KT).view(np.int64)
+        av = aligned_words(KT)
+        bv = aligned_words(KT)
+        ce_o = aligned_words(KT)
+        zp_o = aligned_words(KT)
+        fv = aligned_words(10 * KT).reshape((10, KT))
+        sv = aligned_words(KT).view(x.dtype)[:KT]
+        iv = aligned_words(3 * KT).view(np.int64).reshape((3, KT))
+        ev = aligned_words(2 * KT).view(x.dtype)[:2 * KT].reshape((2, KT))
+        for w in range(sup * SUPER, min(sup * SUPER + SUPER, nw)):
+            o = w // nkb
+            k0 = (w % nkb) * KT
+            k1 = min(k0 + KT, K)
+            kk = k1 - k0
+            for k in range(kk):
+                tl[k] = tidx[o, k0 + k] if kind == 0 else 0
+                if gscale.shape[0]:
+                    av[k] = alpha * gscale[o, k0 + k]
+                    bv[k] = beta * gscale[o, k0 + k]
+                else:
+                    av[k] = alpha
+                    bv[k] = beta
+            _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad, av,
+                      bv, ignore, ce_o, zp_o, fv, sv, iv, ev)
             if loss_rows.shape[0]:
-                loss_rows[o, k0 + k] = ce_o[k] + zp_o[k]
+                for k in range(kk):
+                    loss_rows[o, k0 + k] = ce_o[k] + zp_o[k]
             else:
-                a, b = neumaier(part[w, 0], part[w, 1], ce_o[k])
-                part[w, 0] = a
-                part[w, 1] = b
-                a, b = neumaier(part[w, 2], part[w, 3], zp_o[k])
-                part[w, 2] = a
-                part[w, 3] = b
+                h, l_ = accurate_sum1(ce_o, 0, kk)
+                part[w, 0] = h
+                part[w, 1] = l_
+                h, l_ = accurate_sum1(zp_o, 0, kk)
+                part[w, 2] = h
+                part[w, 3] = l_
 
 
 ce_lanes_parallel = parallel_twin(ce_lanes)
@@ -577,24 +641,33 @@ ce_lanes_parallel = parallel_twin(ce_lanes)
 def scan_targets(t, ignore, n, weight):
     """One pass over index targets: (first bad position or -1, valid count, sum of W_t).
 
-    ``t`` is a flat int64 array. The weight sum is Neumaier-compensated and
-    taken in index order, so it does not depend on threads.
+    ``t`` is a flat int64 array. The counts are branch-free vector loops; the
+    position of a bad target is looked up only when there is one. The weight
+    sum is Neumaier-compensated and taken in index order, so it does not
+    depend on threads (without weights it is the count, exactly).
     """
-    bad = -1
+    nbad = 0
     cnt = 0
+    for i in range(t.shape[0]):
+        v = t[i]
+        keep = v != ignore
+        bad = keep and (v < 0 or v >= n)
+        nbad += 1 if bad else 0
+        cnt += 1 if (keep and not bad) else 0
+    if nbad:
+        for i in range(t.shape[0]):
+            v = t[i]
+            if v != ignore and (v < 0 or v >= n):
+                return i, 0, 0.0
+    if weight.shape[0] == 0:
+        return -1, cnt, F64(cnt)
     s = 0.0
     comp = 0.0
     for i in range(t.shape[0]):
         v = t[i]
-        if v == ignore:
-            continue
-        if v < 0 or v >= n:
-            bad = i
-            break
-        cnt += 1
-        w = weight[v] if weight.shape[0] else 1.0
-        s, comp = neumaier(s, comp, w)
-    return bad, cnt, s + comp
+        if v != ignore:
+            s, comp = neumaier(s, comp, weight[v])
+    return -1, cnt, s + comp
 
 
 # ---------------------------------------------------------------- NLL
@@ -663,12 +736,17 @@ def chunk_stats(z, kind, tl, tq, wch, eps, inv_n, st):
     (NaN when the target is not in this block).
     """
     wide()
+    z = unmanaged(z)
+    tl = unmanaged(tl)
+    tq = unmanaged(tq)
+    wch = unmanaged(wch)
+    st = unmanaged(st)
     R, n = z.shape
     wsum_w = 0.0
     for c in range(n):
         wsum_w += _weight(wch, c)
     for blk in prange((R + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
-        scratch = np.empty((3, SB), dtype=z.dtype)
+        scratch = aligned_words(3 * SB).view(z.dtype)[:3 * SB].reshape((3, SB))
         for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, R)):
             m = row_max(z, None, i, n)
             mf = F64(m)
@@ -744,6 +822,12 @@ def chunk_grad(z, kind, tl, tq, wch, eps, inv_n, run, coef):
     (see the module docstring).
     """
     wide()
+    z = unmanaged(z)
+    tl = unmanaged(tl)
+    tq = unmanaged(tq)
+    wch = unmanaged(wch)
+    run = unmanaged(run)
+    coef = unmanaged(coef)
     R, n = z.shape
     for blk in prange((R + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
         for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, R)):

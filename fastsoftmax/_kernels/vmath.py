@@ -11,21 +11,18 @@ LLVM inlines them into the calling vector loop.
 exp
     ``n = round(q / ln 2)``, ``r = q - n ln2`` with a two-part ``ln 2``
     (Cody-Waite; the high part has trailing zero bits so ``n * LN2_HI`` is
-    exact and ``r`` is exact), ``exp(r) = 1 + r + r^2 Q(r)`` with ``Q`` a
-    near-minimax polynomial (Lawson's algorithm, relative error of the result
-    3.1e-9 for float32 with degree 4, 3.6e-18 for float64 with degree 9), then
-    ``2**n`` from the exponent bits. The low part of ``ln 2`` and any rounding
-    residual of the argument enter as ``delta`` through
-    ``exp(r + delta) = P + P * (delta + delta**2 / 2)`` (``|delta|`` reaches
-    1.8e-4 in float32 and 1.9e-7 in float64, so the square term matters).
+    exact), ``exp(r) = 1 + r + r^2 Q(r)`` with ``Q`` a near-minimax
+    polynomial (Lawson's algorithm; relative error 3.1e-9 for float32 with
+    degree 4, 3.6e-18 for float64 with degree 9), times ``2**n`` from the
+    exponent bits. The low part of ``ln 2`` and any residual of the argument
+    (``delta``) are added to ``r`` with a single rounding.
 
     ``exp_shifted(x, m)`` is ``exp(x - m)`` where ``x - m`` is first split
     exactly into ``d + lo`` (TwoSum): the rounding of ``x - m`` is otherwise
     multiplied by ``|x - m|`` in the result (the 64-ULP softmax error of the
-    usual libraries at logit spreads of +-30).
-
-    ``2**n`` is applied as two normal factors, so results in the subnormal
-    range round correctly (gradual underflow); NaN propagates.
+    usual libraries at logit spreads of +-30). Results are within about 1.5
+    ULP. Results below the smallest normal number are flushed to +0 (a
+    softmax entry that small has no accuracy bound); NaN propagates.
 
     The ``_big`` variants return ``2**64`` times the exponential (exactly:
     the factor goes into the exponent bits). Sums of exponentials whose
@@ -58,7 +55,7 @@ _MAGIC_32 = F32(12582912.0)           # 1.5 * 2**23: adding it rounds to an inte
 _MAGIC_BITS_32 = np.int32(0x4B400000)
 _LN2_HI_32 = F32(0.693145751953125)   # 16 significant bits
 _LN2_LO_32 = F32(1.4286068203094173e-06)
-_ZERO_BELOW_32 = F32(-104.0)          # exp is below half the least subnormal
+_ZERO_BELOW_32 = F32(-87.6)           # n >= -126 above: 2**n is normal (below: +0)
 _Q32 = (F32(0.4999999344317879616), F32(0.16666520562723333756),
         F32(0.041668388835304484445), F32(0.0083687251881119989188),
         F32(0.0013814582888013555591))
@@ -69,7 +66,7 @@ _MAGIC_64 = F64(6755399441055744.0)   # 1.5 * 2**52
 _MAGIC_BITS_64 = np.int64(0x4338000000000000)
 _LN2_HI_64 = F64(6.93147180369123816490e-01)  # 0x3fe62e42fee00000
 _LN2_LO_64 = F64(1.90821492927058770002e-10)
-_ZERO_BELOW_64 = F64(-745.2)
+_ZERO_BELOW_64 = F64(-708.7)           # n >= -1022 above
 # fdlibm's log coefficients: log(1+f) = f - hfsq + s*(hfsq + R(s*s)), s = f/(2+f)
 _LG = (F64(6.666666666666735130e-01), F64(3.999999999940941908e-01),
        F64(2.857142874366239149e-01), F64(2.222219843214978396e-01),
@@ -147,10 +144,16 @@ def _two_sum(a, b):
 def _exp_generator(bias32, bias64, zero32, zero64):
     """The overload of exp_core (bias 0) or exp_core_big (result times 2**64).
 
-    ``bias`` is added to each of the two exponent factors; ``zero`` is where
-    the result is flushed to +0 (below half the least subnormal for the plain
-    version; for the big one, where even the scaled value would leave the
-    normal range, far below anything a sum of scaled terms can notice).
+    ``2**(n + bias)`` is built from the exponent bits in one factor, which is
+    a normal number down to ``zero``: below it the result is flushed to +0
+    (for exp_core, results below the smallest normal number, where a
+    softmax entry has no accuracy bound; for exp_core_big, terms far below
+    anything a sum of scaled exponentials can notice).
+
+    The argument is reduced exactly (``r = q - n ln2_hi``), the rest of the
+    argument (``delta`` minus ``n ln2_lo``) is added to it with one rounding
+    (at most 2**-26 relative, a quarter of a float32 ULP), and
+    ``exp(r) = 1 + r + r**2 Q(r)`` is evaluated with FMAs.
     """
     def generator(q, delta):
         if _is32(q):
@@ -161,18 +164,11 @@ def _exp_generator(bias32, bias64, zero32, zero64):
                 t = fma(q, _LOG2E_32, _MAGIC_32)        # rounds q / ln 2 to an integer
                 n = t - _MAGIC_32
                 r = fma(-n, _LN2_HI_32, q)               # exact
-                dl = fma(-n, _LN2_LO_32, delta)
-                dl = fma(F32(0.5) * dl, dl, dl)          # exp(dl) - 1 to second order
+                r = r + fma(-n, _LN2_LO_32, delta)
                 qq = fma(fma(fma(fma(q4, r, q3), r, q2), r, q1), r, q0)
-                s1 = (r * r) * qq
-                s2 = r + s1
-                p = F32(1.0) + s2
-                e = F32(1.0) + fma(dl, p, s2)
-                ni = f32_bits(t) - _MAGIC_BITS_32
-                n1 = ni >> 1                     # 2**n = 2**n1 * 2**(n - n1), both normal
-                s1 = f32_from_bits((n1 + b32) << np.int32(23))
-                s2 = f32_from_bits((ni - n1 + b32) << np.int32(23))
-                return F32(0.0) if q < zero32 else (e * s1) * s2
+                e = F32(1.0) + fma(r * r, qq, r)
+                scale = f32_from_bits((f32_bits(t) - _MAGIC_BITS_32 + b32) << np.int32(23))
+                return F32(0.0) if q < zero32 else e * scale
             return impl32
         if _is64(q):
             c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 = _Q64
@@ -182,19 +178,12 @@ def _exp_generator(bias32, bias64, zero32, zero64):
                 t = fma(q, _LOG2E_64, _MAGIC_64)
                 n = t - _MAGIC_64
                 r = fma(-n, _LN2_HI_64, q)
-                dl = fma(-n, _LN2_LO_64, delta)
-                dl = fma(F64(0.5) * dl, dl, dl)
+                r = r + fma(-n, _LN2_LO_64, delta)
                 qq = fma(fma(fma(fma(fma(fma(fma(fma(fma(c9, r, c8), r, c7), r, c6), r, c5),
                                          r, c4), r, c3), r, c2), r, c1), r, c0)
-                s1 = (r * r) * qq
-                s2 = r + s1
-                p = F64(1.0) + s2
-                e = F64(1.0) + fma(dl, p, s2)
-                ni = f64_bits(t) - _MAGIC_BITS_64
-                n1 = ni >> 1
-                s1 = f64_from_bits((n1 + b64) << np.int64(52))
-                s2 = f64_from_bits((ni - n1 + b64) << np.int64(52))
-                return F64(0.0) if q < zero64 else (e * s1) * s2
+                e = F64(1.0) + fma(r * r, qq, r)
+                scale = f64_from_bits((f64_bits(t) - _MAGIC_BITS_64 + b64) << np.int64(52))
+                return F64(0.0) if q < zero64 else e * scale
             return impl64
         return None
     return generator
@@ -203,7 +192,7 @@ def _exp_generator(bias32, bias64, zero32, zero64):
 overloaded(exp_core, jit_options=_OPTS)(
     _exp_generator(0, 0, _ZERO_BELOW_32, _ZERO_BELOW_64))
 overloaded(exp_core_big, jit_options=_OPTS)(
-    _exp_generator(32, 32, F32(-131.5), F64(-752.0)))
+    _exp_generator(64, 64, F32(-131.5), F64(-752.0)))
 
 
 def _shifted_generator(core):
