@@ -44,6 +44,7 @@ float64; float32 inputs are unaffected.
 import functools
 import importlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -54,7 +55,7 @@ __all__ = [
     "SPEC_GRID", "QUICK_GRID", "KERNELS", "EXTRA_KERNELS", "ALL_KERNELS", "IMPLS", "PEERS",
     "Unavailable", "Inputs", "impls_for", "applies", "grid_for", "make_inputs",
     "make_callable", "configure_threads", "peer_status", "versions", "cold_start_seconds",
-    "tracemalloc_peak", "shape_label",
+    "tracemalloc_peak", "shape_label", "subprocess_extra_rss", "case_extra_rss",
 ]
 
 # (shape, axis): SPEC §6's grid, float32, class axis last unless noted
@@ -85,13 +86,17 @@ KERNELS = (
 )
 EXTRA_KERNELS = ("log_sigmoid", "sigmoid_backward", "binary_cross_entropy_with_logits",
                  "softmax_jacobian", "linear_cross_entropy")
-# linear_cross_entropy's case (N, V): hidden (N, LINEAR_HIDDEN) @ linear_weight (V, LINEAR_HIDDEN).T
-LINEAR_HIDDEN = 256
+# linear_cross_entropy's cases are (N, H, V): hidden (N, H) @ linear_weight (V, H).T; the
+# full grid is the language-model head of the scale-out issue (1 GiB of float32 logits)
+LINEAR_GRID = (((8192, 1024, 32000), -1),)
+LINEAR_QUICK_GRID = (((1024, 256, 4000), -1),)
 ALL_KERNELS = KERNELS + EXTRA_KERNELS
 ELEMENTWISE = frozenset({"sigmoid", "log_sigmoid", "sigmoid_backward",
                          "binary_cross_entropy_with_grad", "binary_cross_entropy_with_logits"})
 
-IMPLS = ("fastsoftmax", "reference", "scipy", "torch", "jax", "copy")
+# "unfused" (linear_cross_entropy only): the logits in memory, matmul then
+# fastsoftmax.cross_entropy_with_grad, then the gradient matmuls
+IMPLS = ("fastsoftmax", "reference", "unfused", "scipy", "torch", "jax", "copy")
 PEERS = IMPLS[1:]
 
 _SCIPY_NAMES = {"softmax": "softmax", "log_softmax": "log_softmax", "logsumexp": "logsumexp",
@@ -110,6 +115,8 @@ def impls_for(kernel):
     """The implementations the registry defines for ``kernel`` (installed or not)."""
     _check_kernel(kernel)
     impls = ["fastsoftmax", "reference"]
+    if kernel == "linear_cross_entropy":
+        impls.append("unfused")
     if kernel in _SCIPY_NAMES:
         impls.append("scipy")
     impls += ["torch", "jax"]
@@ -122,13 +129,13 @@ def applies(kernel, shape, axis):
     """Whether (shape, axis) is a meaningful case for ``kernel``.
 
     Elementwise kernels have no class axis: a non-last axis would repeat the
-    same work, so those cases are left out. linear_cross_entropy takes (N, V)
-    shapes only (samples, vocabulary).
+    same work, so those cases are left out. linear_cross_entropy takes
+    (N, H, V) shapes only (samples, hidden size, vocabulary).
     """
     if kernel in ELEMENTWISE and axis not in (-1, len(shape) - 1):
         return False
-    if kernel == "linear_cross_entropy" and len(shape) != 2:
-        return False
+    if kernel == "linear_cross_entropy":
+        return len(shape) == 3 and axis in (-1, 2)
     return True
 
 
@@ -137,6 +144,8 @@ def grid_for(kernel, quick=False):
     _check_kernel(kernel)
     if kernel == "softmax_jacobian":
         return JACOBIAN_QUICK_GRID if quick else JACOBIAN_GRID
+    if kernel == "linear_cross_entropy":
+        return LINEAR_QUICK_GRID if quick else LINEAR_GRID
     grid = QUICK_GRID if quick else SPEC_GRID
     return tuple(c for c in grid if applies(kernel, *c))
 
@@ -217,14 +226,15 @@ def make_inputs(kernel, shape, axis=-1, dtype="float32", seed=0):
     ax = axis % len(shape)
     rng = np.random.default_rng(seed)
     if kernel == "linear_cross_entropy":
-        if len(shape) != 2:
-            raise ValueError(f"linear_cross_entropy cases are (N, V) shapes, got {shape}")
-        n, v = shape
-        h = LINEAR_HIDDEN
-        arrays = {"hidden": rng.standard_normal((n, h)).astype(dt),
-                  "linear_weight": (rng.standard_normal((v, h)) / np.sqrt(h)).astype(dt),
+        if len(shape) != 3:
+            raise ValueError(f"linear_cross_entropy cases are (N, H, V) shapes, got {shape}")
+        n, h, v = shape
+        rdt = np.float32 if dt == np.float32 else np.float64
+        arrays = {"hidden": rng.standard_normal((n, h), dtype=rdt).astype(dt, copy=False),
+                  "linear_weight": (rng.standard_normal((v, h), dtype=rdt)
+                                    * rdt(1 / np.sqrt(h))).astype(dt, copy=False),
                   "target": rng.integers(0, v, size=n, dtype=np.int64)}
-        return Inputs(kernel, shape, 1, dt, arrays)
+        return Inputs(kernel, shape, 1, dt, arrays)      # the class axis of the N x V logits
     x = (rng.standard_normal(shape, dtype=np.float32 if dt == np.float32 else np.float64)
          * 2).astype(dt, copy=False)
     arrays = {"x": x}
@@ -407,6 +417,17 @@ def _scipy(kernel, inp):
     return lambda: f(x, axis=ax)
 
 
+def _unfused(kernel, inp):
+    """The logits in memory: matmul, the fused cross-entropy kernel, two gradient matmuls."""
+    import fastsoftmax as fs
+    h, w, t = inp["hidden"], inp["linear_weight"], inp["target"]
+
+    def lce():
+        loss, dz = fs.cross_entropy_with_grad(h @ w.T, t, inplace=True)
+        return loss, (dz @ w, dz.T @ h)
+    return lce
+
+
 def _copy(kernel, inp):
     x, dst = inp["x"], inp["dst"]
     return lambda: np.copyto(dst, x)
@@ -553,8 +574,8 @@ def _jax_impl(kernel, inp):
     raise Unavailable(f"jax has no {kernel}")  # pragma: no cover
 
 
-_FACTORIES = {"fastsoftmax": _fastsoftmax, "reference": _reference, "scipy": _scipy,
-              "torch": _torch_impl, "jax": _jax_impl, "copy": _copy}
+_FACTORIES = {"fastsoftmax": _fastsoftmax, "reference": _reference, "unfused": _unfused,
+              "scipy": _scipy, "torch": _torch_impl, "jax": _jax_impl, "copy": _copy}
 
 
 # ---------------------------------------------------------------------------
@@ -588,6 +609,87 @@ def cold_start_seconds(repeat=3):
                              capture_output=True, text=True, check=True)
         best = min(best, float(out.stdout.strip().splitlines()[-1]))
     return best
+
+
+_RSS_CODE = r"""
+import gc, json, os, resource, sys, time
+spec = json.loads(sys.argv[1])
+
+def rss_now():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:   # not Linux: the high-water mark so far (over-states the base)
+        return peak(False)
+
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+def peak(reset):
+    if reset:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == "darwin" else r * 1024
+
+ns = {}
+exec(spec["setup"], ns)
+exec(spec["warm"], ns)
+gc.collect()
+base = rss_now()
+reset = reset_peak()
+t0 = time.perf_counter()
+exec(spec["call"], ns)
+seconds = time.perf_counter() - t0
+print(json.dumps({"extra_bytes": max(0, peak(reset) - base), "base_bytes": base,
+                  "seconds": seconds}))
+"""
+
+
+def subprocess_extra_rss(setup, call, warm=""):
+    """Peak resident memory one statement adds, measured in a fresh interpreter.
+
+    ``setup`` (source) builds the inputs, ``warm`` runs first (give it a small
+    call of the same function: code loading and thread pools are not the
+    call's), then the peak resident set size is reset (Linux
+    ``/proc/self/clear_refs``) and ``call`` runs once; keep its result in a
+    variable so the outputs count. Returns ``{"extra_bytes": peak during the
+    call minus the resident size before it, "base_bytes": that size,
+    "seconds": the call's wall time}``. Unlike ``tracemalloc`` this sees every
+    allocation, Numba's and BLAS's included. Where the peak cannot be reset,
+    ``ru_maxrss`` is used, which over-states the extra by any earlier peak
+    above the base (never under-states it).
+    """
+    import fastsoftmax
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastsoftmax.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    spec = json.dumps({"setup": setup, "warm": warm, "call": call})
+    out = subprocess.run([sys.executable, "-c", _RSS_CODE, spec], env=env, capture_output=True,
+                         text=True)
+    if out.returncode:
+        raise RuntimeError(f"the memory probe failed (exit {out.returncode}):\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def case_extra_rss(kernel, shape, dtype, impl, warm_shape=None):
+    """``subprocess_extra_rss`` of one registry case (inputs built in the child)."""
+    warm_shape = warm_shape or grid_for(kernel, quick=True)[0][0]
+    ax = -1
+    setup = ("from fastsoftmax import _bench_registry as R\n"
+             f"R.configure_threads({_THREADS!r})\n"
+             f"small = R.make_inputs({kernel!r}, {tuple(warm_shape)!r}, {ax}, {str(dtype)!r})\n"
+             f"inp = R.make_inputs({kernel!r}, {tuple(shape)!r}, {ax}, {str(dtype)!r})\n")
+    warm = (f"R.make_callable({kernel!r}, {impl!r}, small)()\n"
+            f"fn = R.make_callable({kernel!r}, {impl!r}, inp)\n")
+    return subprocess_extra_rss(setup, "res = fn()", warm)
 
 
 def tracemalloc_peak(fn):

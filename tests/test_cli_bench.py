@@ -68,9 +68,12 @@ def test_registry_covers_the_public_api():
     # SPEC §6's grid
     assert R.grid_for("softmax") == R.SPEC_GRID
     assert ((64, 1000, 64), 1) in R.SPEC_GRID
-    # no elementwise kernel over a non-last axis, no 3-D linear case
+    # no elementwise kernel over a non-last axis; linear cases are (N, H, V), the issue's size
     assert all(ax == -1 for _, ax in R.grid_for("sigmoid"))
-    assert all(len(s) == 2 for s, _ in R.grid_for("linear_cross_entropy"))
+    assert R.grid_for("linear_cross_entropy") == (((8192, 1024, 32000), -1),)
+    assert not R.applies("linear_cross_entropy", (4096, 1000), -1)
+    assert "unfused" in R.impls_for("linear_cross_entropy")
+    assert "unfused" not in R.impls_for("cross_entropy_with_grad")
     with pytest.raises(ValueError, match="unknown kernel"):
         R.grid_for("softmin")
 
@@ -93,7 +96,7 @@ def test_registry_callables_agree(kernel, dtype):
 
     want = first(R.make_callable(kernel, "reference", inp)())
     tol = 2e-4 if dtype == "float32" else 1e-9
-    impls = ["fastsoftmax"] + [i for i in ("scipy", "torch")
+    impls = ["fastsoftmax"] + [i for i in ("scipy", "torch", "unfused")
                                if i in R.impls_for(kernel) and R.peer_status(i)[0]]
     for impl in impls:
         got = first(R.make_callable(kernel, impl, inp)())
@@ -109,6 +112,16 @@ def test_registry_copy_floor_and_release():
     np.testing.assert_array_equal(inp["dst"], inp["x"])
     inp.release()
     assert inp.arrays == {}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc-based peak reset")
+def test_subprocess_extra_rss_sees_an_allocation_and_only_it():
+    big = R.subprocess_extra_rss("import numpy as np\nx = np.ones(1 << 23)",  # 64 MiB, before
+                                 "y = np.ones(1 << 22)", "z = np.ones(16)")   # 32 MiB, measured
+    assert 32 << 20 <= big["extra_bytes"] < 40 << 20, big
+    assert big["base_bytes"] >= 64 << 20
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        R.subprocess_extra_rss("", "1 / 0")
 
 
 def test_tracemalloc_peak_sees_an_allocation():
@@ -253,6 +266,29 @@ def test_bench_quick_run_table_json_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_quick_linear_time_and_memory(tmp_path):
+    js = tmp_path / "b.json"
+    r = run_cli("bench", "--quick", "--kernels", "linear_cross_entropy", "--peers",
+                "torch,reference,unfused", "--budget", "0.02", "--min-loop", "0.002", "--json", js)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (shape, _), = R.grid_for("linear_cross_entropy", quick=True)
+    label = R.shape_label(shape)
+    assert any(line.startswith(f"| linear_cross_entropy | {label} |")
+               for line in r.stdout.splitlines())
+    assert "### linear_cross_entropy: peak extra memory (float32)" in r.stdout
+    mem = json.loads(js.read_text())["extras"]["linear_memory"]
+    impls = {m["impl"] for m in mem}
+    assert {"fastsoftmax", "unfused"} <= impls and "reference" not in impls
+    by = {m["impl"]: m for m in mem}
+    logits = shape[0] * shape[2] * 4
+    # the unfused path holds the logits; the chunked one (a single block at this size)
+    # holds one block of them too, so only the unfused lower bound is certain
+    assert by["unfused"]["extra_bytes"] >= logits
+    for m in mem:
+        assert m["logits_bytes"] == logits and m["extra_bytes"] > 0
+        assert f"| {label} | {m['impl']} |" in r.stdout
+
+
 def test_bench_custom_shapes_float64_no_extras(tmp_path):
     js = tmp_path / "b.json"
     r = run_cli("bench", "--kernels", "logsumexp,sigmoid", "--shapes", "64x33,4x9x5:1",
@@ -377,13 +413,14 @@ def test_asv_suite_runs(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = _env(HOME=str(home), ASV_PYTHONPATH=str(ROOT), FASTSOFTMAX_ASV_QUICK="1",
-               FASTSOFTMAX_ASV_PEERS="reference,copy", FASTSOFTMAX_ASV_DTYPES="float32")
+               FASTSOFTMAX_ASV_PEERS="reference,unfused,copy", FASTSOFTMAX_ASV_DTYPES="float32")
     env.pop("PYTHONPATH")
     asv = [sys.executable, "-m", "asv"]
     r = subprocess.run(asv + ["machine", "--yes", "--machine", "test", "--config", str(cfile)],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    bench_re = r"kernels\.Softmax\.|kernels\.CrossEntropyWithGrad\.|startup\.|memory\.Memory\.track"
+    bench_re = (r"kernels\.Softmax\.|kernels\.CrossEntropyWithGrad\.|kernels\.LinearCross|"
+                r"startup\.|memory\.Memory\.track|memory\.LinearMemory")
     r = subprocess.run(asv + ["run", "--config", str(cfile), "--python=same", "--quick",
                               "--show-stderr", "--machine", "test", "--bench", bench_re],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
@@ -391,7 +428,9 @@ def test_asv_suite_runs(tmp_path):
     assert r.returncode == 0, out[-5000:]
     for name in ("kernels.Softmax.time_kernel", "kernels.CrossEntropyWithGrad.time_kernel",
                  "startup.ColdStart.timeraw_import_and_first_softmax",
-                 "startup.SmallCall.time_call_4x16"):
+                 "startup.SmallCall.time_call_4x16", "kernels.LinearCrossEntropy.time_kernel",
+                 "memory.LinearMemory.peakmem_linear_cross_entropy",
+                 "memory.LinearMemory.track_extra_bytes"):
         assert name.split(".")[-1] in out, name
     assert " failed" not in out
     assert shutil.which("git")  # asv needed it to read the repository

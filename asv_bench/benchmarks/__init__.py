@@ -11,12 +11,16 @@ Modules:
     {float32, float64} x implementation: ``fastsoftmax`` and its peers as
     benchmarks of their own (``reference`` = ``fastsoftmax.reference``, plain
     NumPy; ``torch`` when importable; ``copy`` = ``np.copyto``, the memory
-    floor, next to softmax), so the ratios are visible in one run.
+    floor, next to softmax; ``unfused`` = the logits in memory, next to
+    ``linear_cross_entropy`` at N=8192, H=1024, V=32000), so the ratios are
+    visible in one run.
 ``memory``
     ``peakmem_`` (process peak RSS) of softmax with and without ``out=`` and of
     ``cross_entropy_with_grad`` with and without ``inplace=True``, plus
     ``track_`` benchmarks of the extra bytes ``tracemalloc`` sees in one call
-    (SPEC §6's memory targets).
+    (SPEC §6's memory targets); ``LinearMemory``: ``linear_cross_entropy``
+    against the unfused path and PyTorch, peak RSS and the resident bytes one
+    call adds (in a fresh interpreter).
 ``startup``
     ``timeraw_`` cold start (a fresh interpreter: ``import fastsoftmax`` + the
     first softmax call, with the kernel cache filled by ``setup``) and the cost
@@ -32,9 +36,9 @@ parameter grid):
     small shapes only (``_bench_registry.QUICK_GRID``): a smoke run in
     seconds instead of the full grid.
 ``FASTSOFTMAX_ASV_PEERS``
-    comma-separated peers beside fastsoftmax (default ``reference,torch,copy``;
-    also ``scipy`` and ``jax``). Peers that are not installed are dropped from
-    the grid.
+    comma-separated peers beside fastsoftmax (default
+    ``reference,unfused,torch,copy``; also ``scipy`` and ``jax``). Peers
+    that are not installed are dropped from the grid.
 ``FASTSOFTMAX_ASV_DTYPES``
     default ``float32,float64``.
 
@@ -54,7 +58,8 @@ QUICK = os.environ.get("FASTSOFTMAX_ASV_QUICK", "").strip() not in ("", "0")
 DTYPES = [d.strip() for d in os.environ.get("FASTSOFTMAX_ASV_DTYPES",
                                             "float32,float64").split(",") if d.strip()]
 _WANTED = [p.strip() for p in os.environ.get("FASTSOFTMAX_ASV_PEERS",
-                                             "reference,torch,copy").split(",") if p.strip()]
+                                             "reference,unfused,torch,copy").split(",")
+           if p.strip()]
 PEERS = [p for p in R.PEERS if p in _WANTED and R.peer_status(p)[0]]
 
 

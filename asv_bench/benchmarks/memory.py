@@ -12,7 +12,7 @@ import numpy as np
 import fastsoftmax as fs
 from fastsoftmax import _bench_registry as R
 
-from . import DTYPES, cases
+from . import DTYPES, build, cases, impls
 
 
 class Memory:
@@ -54,3 +54,36 @@ class Memory:
             lambda: fs.cross_entropy_with_grad(self.logits, self.t, self.axis, inplace=True))
 
     track_cross_entropy_with_grad_inplace_extra_bytes.unit = "bytes"
+
+
+class LinearMemory:
+    """linear_cross_entropy (float32) against the unfused path and PyTorch: peak memory.
+
+    ``peakmem_`` includes the inputs (the same for every implementation);
+    ``track_extra_bytes`` is the resident memory one call adds, measured in a
+    fresh interpreter (so Numba's and BLAS's allocations count).
+    """
+    params = [list(cases("linear_cross_entropy")),
+              [i for i in impls("linear_cross_entropy") if i in ("fastsoftmax", "unfused",
+                                                                  "torch")]]
+    param_names = ["shape", "impl"]
+    timeout = 900
+    number = 1
+    repeat = 1
+
+    def setup(self, shape, impl):
+        self.shape = cases("linear_cross_entropy")[shape][0]
+        self.inputs, self.fn = build("linear_cross_entropy", shape, "float32", impl)
+
+    def teardown(self, shape, impl):
+        self.inputs.release()
+        self.fn = None
+
+    def peakmem_linear_cross_entropy(self, shape, impl):
+        self.fn()
+
+    def track_extra_bytes(self, shape, impl):
+        return R.case_extra_rss("linear_cross_entropy", self.shape, "float32", impl)[
+            "extra_bytes"]
+
+    track_extra_bytes.unit = "bytes"

@@ -153,6 +153,7 @@ def linear_cross_entropy(hidden, linear_weight, target, *, linear_bias=None, wei
     ce_parts = []
     zp_parts = []
     zbuf = np.empty((rc, vc), cdt)
+    tmp = np.empty(max(zbuf.size, rc * hd, hd), cdt)    # the gradient matmuls' products
     for r0 in range(0, n, rc):
         r1 = min(r0 + rc, n)
         hb = h2[r0:r1]
@@ -171,14 +172,11 @@ def linear_cross_entropy(hidden, linear_weight, target, *, linear_bias=None, wei
             zp_parts.append(part[:, 2:].ravel())
         else:
             _vocab_chunked(hb, w2, b, kind, tidx[r0:r1], tq[r0:r1] if kind == lk.KIND_DIST else tq,
-                           cw, wsum, ig, eps, z, alpha, beta, a_rows, vc, zbuf, grad_h[r0:r1],
+                           cw, wsum, ig, eps, z, alpha, beta, a_rows, vc, zbuf, tmp, grad_h[r0:r1],
                            grad_w, grad_b, loss_rows[r0:r1] if loss_rows is not None else None,
                            ce_parts, zp_parts)
             continue
-        grad_h[r0:r1] = zb @ w2
-        grad_w += zb.T @ hb
-        if grad_b is not None:
-            grad_b += zb.sum(axis=0)
+        _add_grads(zb, hb, w2, grad_h[r0:r1], grad_w, grad_b, tmp, True)
     if reduction == "none":
         loss = cast(loss_rows.reshape(batch), rdt)
     else:
@@ -197,8 +195,32 @@ def linear_cross_entropy(hidden, linear_weight, target, *, linear_bias=None, wei
     return loss, grads
 
 
+def _add_grads(zb, hb, wv, gh, gw, gb, tmp, assign_h):
+    """``gh = zb @ wv`` (or ``+=``), ``gw += zb.T @ hb``, ``gb += zb.sum(0)``.
+
+    The matmuls write into the scratch ``tmp`` (the weight gradient in slices
+    of the vocabulary), so no temporary is larger than a block of logits.
+    """
+    r, hd = hb.shape
+    if assign_h:
+        np.matmul(zb, wv, out=gh)
+    else:
+        t = tmp[:r * hd].reshape(r, hd)
+        np.matmul(zb, wv, out=t)
+        gh += t
+    vb = zb.shape[1]
+    step = max(1, tmp.size // max(hd, 1))
+    for v0 in range(0, vb, step):
+        v1 = min(v0 + step, vb)
+        t = tmp[:(v1 - v0) * hd].reshape(v1 - v0, hd)
+        np.matmul(zb[:, v0:v1].T, hb, out=t)
+        gw[v0:v1] += t
+    if gb is not None:
+        gb += zb.sum(axis=0)
+
+
 def _vocab_chunked(hb, w2, b, kind, tidx, tq, cw, wsum, ig, eps, z, alpha, beta, a_rows, vc,
-                   zbuf, grad_h, grad_w, grad_b, loss_rows, ce_parts, zp_parts):
+                   zbuf, tmp, grad_h, grad_w, grad_b, loss_rows, ce_parts, zp_parts):
     """One block of rows over vocabulary blocks: statistics, then gradients."""
     r = hb.shape[0]
     v = w2.shape[0]
@@ -252,7 +274,5 @@ def _vocab_chunked(hb, w2, b, kind, tidx, tq, cw, wsum, ig, eps, z, alpha, beta,
         tl = np.where(valid, tidx - v0, -1) if kind == lk.KIND_INDEX else tidx
         lk.chunk_grad(zb, kind, tl, tq[:, v0:v1] if kind == lk.KIND_DIST else tq,
                       cw[v0:v1] if cw.size else cw, eps, inv_n, run, coef)
-        grad_h += zb @ w2[v0:v1]
-        grad_w[v0:v1] += zb.T @ hb
-        if grad_b is not None:
-            grad_b[v0:v1] += zb.sum(axis=0)
+        _add_grads(zb, hb, w2[v0:v1], grad_h, grad_w[v0:v1],
+                   grad_b[v0:v1] if grad_b is not None else None, tmp, False)

@@ -358,6 +358,8 @@ def _extras(args, kernels, impls, dtypes, grid, progress, results, notes):
         extras["ce_inplace_logits_bytes"] = x.nbytes
         extras["memory_shape"] = list(_MEMORY_SHAPE)
         progress.update("cross_entropy_with_grad inplace memory")
+    if "linear_cross_entropy" in kernels:
+        extras["linear_memory"] = _linear_memory(kernels, impls, grid, args.quick, progress)
     if "softmax" in kernels:
         try:
             extras["cold_start_seconds"] = R.cold_start_seconds()
@@ -367,8 +369,39 @@ def _extras(args, kernels, impls, dtypes, grid, progress, results, notes):
     return extras
 
 
+_LINEAR_MEMORY_IMPLS = ("fastsoftmax", "unfused", "torch")
+
+
+def _linear_cases(impls, grid, quick):
+    cases = _cases(["linear_cross_entropy"], grid, ["float32"], impls, quick)
+    return [(shape, [i for i in imps if i in _LINEAR_MEMORY_IMPLS])
+            for _, shape, _, _, imps in cases]
+
+
+def _linear_memory(kernels, impls, grid, quick, progress):
+    """Peak extra resident memory of one float32 linear_cross_entropy call, per implementation,
+    each in a fresh interpreter: [{"shape", "impl", "extra_bytes", "logits_bytes"}]."""
+    rows = []
+    for shape, imps in _linear_cases(impls, grid, quick):
+        n, _, v = shape
+        for impl in imps:
+            label = f"linear_cross_entropy {R.shape_label(shape)} memory {impl}"
+            progress.update(label, 0)
+            try:
+                m = R.case_extra_rss("linear_cross_entropy", shape, "float32", impl)
+            except RuntimeError as e:
+                rows.append({"shape": list(shape), "impl": impl, "error": str(e)[-300:]})
+            else:
+                rows.append({"shape": list(shape), "impl": impl, "extra_bytes": m["extra_bytes"],
+                             "seconds": m["seconds"], "logits_bytes": n * v * 4})
+            progress.update(label)
+    return rows
+
+
 def _n_extras(kernels, impls, dtypes, grid, quick):
     n = 0
+    if "linear_cross_entropy" in kernels:
+        n += sum(len(imps) for _, imps in _linear_cases(impls, grid, quick))
     if "softmax" in kernels:
         n += 3
         if "float64" not in dtypes and "torch" in impls:
@@ -418,7 +451,7 @@ def run(args):
     command = command_line(args, env)
     spec_grid = grid is None and not args.quick
     targets = evaluate_targets(results, extras)
-    text = render(command, machine, results, notes, targets, args, elapsed, spec_grid)
+    text = render(command, machine, results, notes, targets, args, elapsed, spec_grid, extras)
     print(text)
     if args.json:
         payload = {"command": command, "machine": machine,
@@ -603,7 +636,8 @@ def table(results):
     return "\n".join(lines)
 
 
-def render(command, machine, results, notes, targets, args, elapsed, spec_grid):
+def render(command, machine, results, notes, targets, args, elapsed, spec_grid, extras=None):
+    extras = extras or {}
     out = ["## fastsoftmax bench", "",
            "```",
            f"$ {command}",
@@ -635,6 +669,20 @@ def render(command, machine, results, notes, targets, args, elapsed, spec_grid):
     for t in targets:
         status = t["status"] if t["status"] != "NOT met" else "**NOT met**"
         out.append(f"| {t['target']} | {t['measured']} | {status} |")
+    if extras.get("linear_memory"):
+        out += ["", "### linear_cross_entropy: peak extra memory (float32)", "",
+                "Peak resident memory one call adds beyond its inputs (gradients included), "
+                "each implementation in a fresh process; unfused = matmul, then "
+                "cross_entropy_with_grad on the logits in memory, then the gradient matmuls.",
+                "", "| shape NxHxV | impl | extra MiB | / logits size | seconds (one call) |",
+                "|---|---|---:|---:|---:|"]
+        for m in extras["linear_memory"]:
+            lab = R.shape_label(m["shape"])
+            if "error" in m:
+                out.append(f"| {lab} | {m['impl']} | failed | — | — |")
+                continue
+            out.append(f"| {lab} | {m['impl']} | {m['extra_bytes'] / 2**20:.0f} | "
+                       f"{m['extra_bytes'] / m['logits_bytes']:.3f} | {m['seconds']:.2f} |")
     met = sum(t["status"] == "met" for t in targets)
     missed = sum(t["status"] == "NOT met" for t in targets)
     out += ["", f"{met} met, {missed} not met, {len(targets) - met - missed} not measured."]
@@ -661,8 +709,8 @@ def plot(results, path, subtitle=""):
     height = 3.3 * nrows + head
     fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, height), squeeze=False,
                              constrained_layout=True)
-    colors = {"reference": "tab:gray", "scipy": "tab:green", "torch": "tab:red",
-              "jax": "tab:blue", "copy": "black"}
+    colors = {"reference": "tab:gray", "unfused": "tab:orange", "scipy": "tab:green",
+              "torch": "tab:red", "jax": "tab:blue", "copy": "black"}
     markers = {"float32": "o", "float64": "s"}
     for ax, kernel in zip(axes.flat, kernels):
         labels = list(dict.fromkeys(r["label"] for r in results if r["kernel"] == kernel))
