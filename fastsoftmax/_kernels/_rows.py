@@ -375,8 +375,14 @@ def exp_span(x, mask, i, a, b, m, th, tl, scaled, big, dst, drow, doff):
     """dst[drow, doff + (j - a)] = exp((x[i, j] - m) / T) for j in [a, b).
 
     With ``big``, 2**64 times that (the scaled exponentials of split sums).
+    In place (``dst`` is ``x``, same row and columns) the loop reads and
+    writes ``dst`` alone: with two arrays LLVM guards the vector loop by a
+    no-overlap check, which an in-place call fails (4x slower, scalar).
     """
     wide()
+    if drow == i and doff == a and x.ctypes.data == dst.ctypes.data:
+        _exp_span_inplace(dst, mask, i, a, b, m, th, tl, scaled, big)
+        return
     if big:
         if scaled:
             for j in range(a, b):
@@ -391,6 +397,25 @@ def exp_span(x, mask, i, a, b, m, th, tl, scaled, big, dst, drow, doff):
     else:
         for j in range(a, b):
             st2(dst, drow, doff + (j - a), exp_shifted(xload2(x, mask, i, j), m))
+
+
+@helper
+def _exp_span_inplace(y, mask, i, a, b, m, th, tl, scaled, big):
+    """exp_span with dst = x: y[i, j] = exp((y[i, j] - m) / T) (times 2**64 with ``big``)."""
+    wide()
+    if big:
+        if scaled:
+            for j in range(a, b):
+                st2(y, i, j, exp_shifted_scaled_big(xload2(y, mask, i, j), m, th, tl))
+        else:
+            for j in range(a, b):
+                st2(y, i, j, exp_shifted_big(xload2(y, mask, i, j), m))
+    elif scaled:
+        for j in range(a, b):
+            st2(y, i, j, exp_shifted_scaled(xload2(y, mask, i, j), m, th, tl))
+    else:
+        for j in range(a, b):
+            st2(y, i, j, exp_shifted(xload2(y, mask, i, j), m))
 
 
 def span_sum(e, row, a, b):

@@ -188,10 +188,20 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
         thc = cast_like(ev, th)
         for k in range(kk):
             ev[k] = cast_like(ev, sv[2, k])
-        for c in range(n):
-            for k in range(kk):
-                if cv[k] >= 0:
-                    st3(out, o, c, k0 + k, (xload3(x, mask, o, c, k0 + k) - mv[k]) * thc - ev[k])
+        if x.ctypes.data == out.ctypes.data:
+            # in place: read out (= x) itself, so that the vector loop needs no
+            # no-overlap check (which an in-place call fails, running it scalar)
+            for c in range(n):
+                for k in range(kk):
+                    if cv[k] >= 0:
+                        st3(out, o, c, k0 + k,
+                            (xload3(out, mask, o, c, k0 + k) - mv[k]) * thc - ev[k])
+        else:
+            for c in range(n):
+                for k in range(kk):
+                    if cv[k] >= 0:
+                        st3(out, o, c, k0 + k,
+                            (xload3(x, mask, o, c, k0 + k) - mv[k]) * thc - ev[k])
 
 
 # ------------------------------------------------------------------ rows
@@ -242,8 +252,12 @@ def _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch):
     elif mode == MODE_LOG_SOFTMAX:
         ellc = cast_like(out, ell)
         thc = cast_like(out, th)
-        for j in range(n64):
-            st2(out, i, j, (xload2(x, mask, i, j) - m) * thc - ellc)
+        if x.ctypes.data == out.ctypes.data:     # in place: one array, no overlap check
+            for j in range(n64):
+                st2(out, i, j, (xload2(out, mask, i, j) - m) * thc - ellc)
+        else:
+            for j in range(n64):
+                st2(out, i, j, (xload2(x, mask, i, j) - m) * thc - ellc)
         if n64 < n:
             for j in range(n - VB, n):
                 v = (xload2(x, mask, i, j) - m) * thc - ellc
