@@ -9,8 +9,11 @@ from .._validate import (as_array, check_label_smoothing, check_reduction, check
 from ._common import cast, run_blocks, scalar_as
 from .losses import _check_ignore, check_weight
 
-# default block: this many logits at a time (32 MiB of float32)
-_BLOCK_ELEMENTS = 1 << 23
+# default block: this many logits at a time (64 MiB of float32); fewer, larger blocks
+# keep the matmuls efficient (at 8192 x 256 x 32000, 8M: 1.40x the unfused time, 16M: 1.25x)
+_BLOCK_ELEMENTS = 1 << 24
+# the gradient matmuls' products: at most this many elements (or one block row of hidden)
+_TMP_ELEMENTS = 1 << 22
 _MAX_SINGLE_VOCAB = 1 << 17
 
 
@@ -57,7 +60,7 @@ def linear_cross_entropy(hidden, linear_weight, target, *, linear_bias=None, wei
         ``grad_output`` is per sample).
     chunk_size : int or (int, int), optional
         Rows per block, or (rows, vocabulary entries) per block. By default
-        about 8M logits per block; the vocabulary is split only above 131072
+        about 16M logits per block; the vocabulary is split only above 131072
         classes. Any sizes work, dividing N and V or not.
 
     Notes
@@ -153,7 +156,7 @@ def linear_cross_entropy(hidden, linear_weight, target, *, linear_bias=None, wei
     ce_parts = []
     zp_parts = []
     zbuf = np.empty((rc, vc), cdt)
-    tmp = np.empty(max(zbuf.size, rc * hd, hd), cdt)    # the gradient matmuls' products
+    tmp = np.empty(max(min(zbuf.size, _TMP_ELEMENTS), rc * hd, hd), cdt)
     for r0 in range(0, n, rc):
         r1 = min(r0 + rc, n)
         hb = h2[r0:r1]
