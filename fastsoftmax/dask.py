@@ -84,16 +84,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("fastsoftmax.dask needs Dask: pip install 'fastsoftmax[dask]' "
                       "(dask[array,distributed])") from exc
 
-try:  # numpy >= 1.25
-    from numpy.exceptions import AxisError
-except ImportError:  # pragma: no cover
-    from numpy import AxisError
-
 from . import cross_entropy as _ce_mem
 from . import cross_entropy_with_grad as _ceg_mem
 from . import log_softmax as _log_softmax_mem
 from . import logsumexp as _logsumexp_mem
 from . import softmax as _softmax_mem
+from ._validate import normalize_axis
 
 __all__ = ["softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad"]
 
@@ -103,18 +99,6 @@ _NPART = 4     # per-block partial sums: (ce terms, z terms, target weights, val
 
 
 # ====================================================================== shared plumbing
-def _norm_axis(axis, ndim):
-    """The in-memory rule: one int, negative from the end; 0-d arrays accept -1 and 0."""
-    try:
-        ax = operator.index(axis)
-    except TypeError:
-        raise TypeError(f"axis must be an integer, got {axis!r}") from None
-    n = max(ndim, 1)
-    if not -n <= ax < n:
-        raise AxisError(ax, n)
-    return ax % n
-
-
 def _raw(x):
     """A Dask array as it is, anything else as a NumPy array."""
     return x if isinstance(x, da.Array) else np.asarray(x)
@@ -194,7 +178,7 @@ def _softmax_like(x, axis, where, temperature, log):
     probe = fn(np.zeros((0,) * max(ndim, 1), arr.dtype), axis, where=_probe_where(where),
                temperature=temperature)
     rdt = probe.dtype
-    ax = _norm_axis(axis, ndim)
+    ax = normalize_axis(axis, ndim)
     xd = _logits_dask(arr, ax, "x")
     wd = _mask(where, xd)
     res = da.map_blocks(_softmax_block, xd, wd, axis=ax, temperature=temperature, log=log,
@@ -236,7 +220,7 @@ def logsumexp(x, axis=-1, *, where=None, keepdims=False):
     probe = _logsumexp_mem(np.zeros((0,) * max(ndim, 1), arr.dtype), axis,
                            where=_probe_where(where), keepdims=keepdims)
     rdt = probe.dtype
-    ax = _norm_axis(axis, ndim)
+    ax = normalize_axis(axis, ndim)
     xd = _logits_dask(arr, ax, "x")
     wd = _mask(where, xd)
     kw = dict(axis=ax, keepdims=bool(keepdims), dtype=rdt, token="fastsoftmax-logsumexp")
@@ -442,7 +426,7 @@ def _prepare_ce(logits, target, axis, weight, ignore_index, reduction, label_smo
     _ce_mem(np.zeros((0, 1), arr.dtype), np.zeros(0, np.int64), ignore_index=ignore_index,
             reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss)
     ig = operator.index(ignore_index)
-    ax = _norm_axis(axis, ndim)
+    ax = normalize_axis(axis, ndim)
     shape = tuple(arr.shape)
     n = shape[ax] if ndim else 1
     if n == 0:

@@ -222,6 +222,22 @@ def _add_grads(zb, hb, wv, gh, gw, gb, tmp, assign_h):
         gb += zb.sum(axis=0)
 
 
+def _vocab_blocks(hb, w2, b, kind, tidx, tq, cw, valid, vc, zbuf):
+    """Yield (v0, v1, logits, local targets, targets' block, weights' block) per block of
+    vocabulary: the logits ``hb @ w2[v0:v1].T + b[v0:v1]`` in ``zbuf``, index targets
+    shifted to the block (-1 for ignored samples)."""
+    r, v = hb.shape[0], w2.shape[0]
+    for v0 in range(0, v, vc):
+        v1 = min(v0 + vc, v)
+        zb = zbuf[:r, :v1 - v0]
+        np.matmul(hb, w2[v0:v1].T, out=zb)
+        if b is not None:
+            zb += b[v0:v1]
+        tl = np.where(valid, tidx - v0, -1) if kind == lk.KIND_INDEX else tidx
+        yield (v0, v1, zb, tl, tq[:, v0:v1] if kind == lk.KIND_DIST else tq,
+               cw[v0:v1] if cw.size else cw)
+
+
 def _vocab_chunked(hb, w2, b, kind, tidx, tq, cw, wsum, ig, eps, z, alpha, beta, a_rows, vc,
                    zbuf, tmp, grad_h, grad_w, grad_b, loss_rows, ce_parts, zp_parts):
     """One block of rows over vocabulary blocks: statistics, then gradients."""
@@ -232,15 +248,8 @@ def _vocab_chunked(hb, w2, b, kind, tidx, tq, cw, wsum, ig, eps, z, alpha, beta,
     run[:, 0] = -np.inf
     st = np.empty((r, 6))
     valid = tidx != ig if kind == lk.KIND_INDEX else np.ones(r, bool)
-    for v0 in range(0, v, vc):
-        v1 = min(v0 + vc, v)
-        zb = zbuf[:r, :v1 - v0]
-        np.matmul(hb, w2[v0:v1].T, out=zb)
-        if b is not None:
-            zb += b[v0:v1]
-        tl = np.where(valid, tidx - v0, -1) if kind == lk.KIND_INDEX else tidx
-        lk.chunk_stats(zb, kind, tl, tq[:, v0:v1] if kind == lk.KIND_DIST else tq,
-                       cw[v0:v1] if cw.size else cw, eps, inv_n, st)
+    for _, _, zb, tl, tqb, cwb in _vocab_blocks(hb, w2, b, kind, tidx, tq, cw, valid, vc, zbuf):
+        lk.chunk_stats(zb, kind, tl, tqb, cwb, eps, inv_n, st)
         lk.merge_stats(run, st)
     m, c, s, wd, ms, xt = (run[:, j] for j in range(6))
     with np.errstate(all="ignore"):
@@ -268,14 +277,8 @@ def _vocab_chunked(hb, w2, b, kind, tidx, tq, cw, wsum, ig, eps, z, alpha, beta,
         loss_rows[:] = ce + zp
     ce_parts.append(ce)
     zp_parts.append(zp)
-    for v0 in range(0, v, vc):
-        v1 = min(v0 + vc, v)
-        zb = zbuf[:r, :v1 - v0]
-        np.matmul(hb, w2[v0:v1].T, out=zb)
-        if b is not None:
-            zb += b[v0:v1]
-        tl = np.where(valid, tidx - v0, -1) if kind == lk.KIND_INDEX else tidx
-        lk.chunk_grad(zb, kind, tl, tq[:, v0:v1] if kind == lk.KIND_DIST else tq,
-                      cw[v0:v1] if cw.size else cw, eps, inv_n, run, coef)
+    for v0, v1, zb, tl, tqb, cwb in _vocab_blocks(hb, w2, b, kind, tidx, tq, cw, valid, vc,
+                                                  zbuf):
+        lk.chunk_grad(zb, kind, tl, tqb, cwb, eps, inv_n, run, coef)
         _add_grads(zb, hb, w2[v0:v1], grad_h, grad_w[v0:v1],
                    grad_b[v0:v1] if grad_b is not None else None, tmp, False)
