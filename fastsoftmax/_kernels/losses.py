@@ -30,7 +30,7 @@ as ``-(1 - p_t)`` with ``1 - p_t = s / (c + s)`` when the target is the single
 maximum, so a confident correct prediction keeps an accurate gradient.
 
 Everything is accumulated in float64. "mean"/"sum" reductions are written to
-per-block partial sums (``ROWS_PER_BLOCK`` samples per block, whatever the
+per-block partial sums (``rows_per_block`` samples per block, whatever the
 thread count), which the caller adds in a fixed order: reductions are
 bit-identical for any number of threads.
 """
@@ -50,9 +50,31 @@ from .vmath import BIG, exp_shifted, exp_shifted_big, log1p_f64, two_sum
 
 KIND_INDEX = 0
 KIND_DIST = 1
-ROWS_PER_BLOCK = 256
+ROWS_PER_BLOCK = 256      # samples per block, at most
+BLOCK_ELEMENTS = 16384    # and about this many logits per block
 KT = 256          # lanes per block of the lanes kernel
-SUPER = 8         # blocks per parallel step (scratch allocated once per step)
+SUPER = 8         # blocks per parallel step, at most (scratch allocated once per step)
+STEP_ELEMENTS = 65536     # logits per parallel step, at least (when there are SUPER blocks)
+
+
+@inline
+def rows_per_block(n):
+    """Samples per block of the rows kernels, for rows of ``n`` classes.
+
+    Blocks of about BLOCK_ELEMENTS logits, so that a few wide rows still
+    spread over the threads (256 rows of 32000 classes are 256 blocks, not
+    one). The blocking depends on the shape only, never on the thread count,
+    so the partial sums (and the reductions) are the same for any number of
+    threads.
+    """
+    return min(ROWS_PER_BLOCK, max(1, BLOCK_ELEMENTS // max(n, 1)))
+
+
+@inline
+def blocks_per_step(rpb, n):
+    """Blocks per parallel step: SUPER, or fewer for wide rows (the scratch
+    allocated per step is then a small cost next to STEP_ELEMENTS logits)."""
+    return min(SUPER, max(1, STEP_ELEMENTS // max(rpb * n, 1)))
 
 
 @inline
@@ -504,7 +526,7 @@ def ce_rows(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, gs
     empty; ``alpha``/``beta`` the scales of the ce and z parts. Writes the
     gradient into ``grad`` (may be ``x``) when ``want_grad``, the per-row
     loss into ``loss_rows`` when it is not empty, else partial sums into
-    ``part`` (one row of 4 per ROWS_PER_BLOCK samples).
+    ``part`` (one row of 4 per ``rows_per_block(C)`` samples).
     """
     wide()
     x = unmanaged(x)
@@ -516,11 +538,13 @@ def ce_rows(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, gs
     loss_rows = unmanaged(loss_rows)
     part = unmanaged(part)
     R, n = x.shape
-    nblk = (R + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK
-    # each parallel step takes SUPER blocks, so the scratch is allocated
-    # once per SUPER * ROWS_PER_BLOCK samples; the blocks (and so the
-    # partial sums) do not depend on the thread count
-    nsup = (nblk + SUPER - 1) // SUPER
+    rpb = rows_per_block(n)
+    nblk = (R + rpb - 1) // rpb
+    # each parallel step takes bps blocks, so the scratch is allocated once
+    # per step; the blocks (and so the partial sums) do not depend on the
+    # thread count
+    bps = blocks_per_step(rpb, n)
+    nsup = (nblk + bps - 1) // bps
     for sup in prange(nsup):
         ce_b = np.empty(ROWS_PER_BLOCK)
         zp_b = np.empty(ROWS_PER_BLOCK)
@@ -529,7 +553,7 @@ def ce_rows(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, gs
         scratch = aligned_words(3 * sbw).view(x.dtype)[:3 * sbw].reshape((3, sbw))
         # short rows: gl samples at a time transposed into lanes; every
         # lane array starts on a cache line
-        gl = 1 if wide_rows else min(ROWS_PER_BLOCK, small_block(n))
+        gl = 1 if wide_rows else min(rpb, small_block(n))
         nl = 1 if wide_rows else n
         xs = aligned_words(nl * gl).view(x.dtype)[:nl * gl].reshape((1, nl, gl))
         nq = nl * gl if kind == 1 else 1
@@ -543,9 +567,9 @@ def ce_rows(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, gs
         sv = aligned_words(gl).view(x.dtype)[:gl]
         iv = aligned_words(3 * gl).view(np.int64).reshape((3, gl))
         ev = aligned_words(2 * gl).view(x.dtype)[:2 * gl].reshape((2, gl))
-        for blk in range(sup * SUPER, min(sup * SUPER + SUPER, nblk)):
-            r0 = blk * ROWS_PER_BLOCK
-            r1 = min(r0 + ROWS_PER_BLOCK, R)
+        for blk in range(sup * bps, min(sup * bps + bps, nblk)):
+            r0 = blk * rpb
+            r1 = min(r0 + rpb, R)
             if wide_rows:
                 for i in range(r0, r1):
                     t = tidx[i] if kind == 0 else 0
@@ -604,7 +628,8 @@ def ce_lanes(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, g
     O, n, K = x.shape
     nkb = (K + KT - 1) // KT
     nw = O * nkb
-    nsup = (nw + SUPER - 1) // SUPER
+    bps = blocks_per_step(min(K, KT), n)
+    nsup = (nw + bps - 1) // bps
     for sup in prange(nsup):
         tl = aligned_words(KT).view(np.int64)
         av = aligned_words(KT)
@@ -615,7 +640,7 @@ def ce_lanes(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, g
         sv = aligned_words(KT).view(x.dtype)[:KT]
         iv = aligned_words(3 * KT).view(np.int64).reshape((3, KT))
         ev = aligned_words(2 * KT).view(x.dtype)[:2 * KT].reshape((2, KT))
-        for w in range(sup * SUPER, min(sup * SUPER + SUPER, nw)):
+        for w in range(sup * bps, min(sup * bps + bps, nw)):
             o = w // nkb
             k0 = (w % nkb) * KT
             k1 = min(k0 + KT, K)
@@ -754,9 +779,10 @@ def chunk_stats(z, kind, tl, tq, wch, eps, inv_n, st):
     wsum_w = 0.0
     for c in range(n):
         wsum_w += _weight(wch, c)
-    for blk in prange((R + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
+    rpb = rows_per_block(n)
+    for blk in prange((R + rpb - 1) // rpb):
         scratch = aligned_words(3 * SB).view(z.dtype)[:3 * SB].reshape((3, SB))
-        for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, R)):
+        for i in range(blk * rpb, min((blk + 1) * rpb, R)):
             m = row_max(z, None, i, n)
             mf = F64(m)
             wd = 0.0
@@ -838,8 +864,9 @@ def chunk_grad(z, kind, tl, tq, wch, eps, inv_n, run, coef):
     run = unmanaged(run)
     coef = unmanaged(coef)
     R, n = z.shape
-    for blk in prange((R + ROWS_PER_BLOCK - 1) // ROWS_PER_BLOCK):
-        for i in range(blk * ROWS_PER_BLOCK, min((blk + 1) * ROWS_PER_BLOCK, R)):
+    rpb = rows_per_block(n)
+    for blk in prange((R + rpb - 1) // rpb):
+        for i in range(blk * rpb, min((blk + 1) * rpb, R)):
             M = cast_like(z, run[i, 0])
             k1 = coef[i, 0]
             alpha = coef[i, 1]
