@@ -55,6 +55,39 @@ def test_logsumexp_ulp(rng, dtype, n, spread):
     assert max_ulp(fs.logsumexp(x), hp_logsumexp(x), dtype) <= BOUND
 
 
+@pytest.mark.parametrize("shape,axis", [((3, 5), -1), ((2000, 10), -1), ((300, 1000), -1),
+                                        ((4, 5000), -1), ((20, 300, 17), 1), ((40, 9, 3), 0)])
+def test_logsumexp_float32_ill_conditioned_rows(rng, shape, axis):
+    """Float32 rows whose logsumexp cancels (log-probabilities: the result is
+    ~0 from a negative maximum) are recomputed in float64: bit for bit the
+    float64 computation rounded to float32, also next to well-conditioned
+    rows, under a mask and with a NaN row; the others stay within the bound."""
+    z = rng.normal(size=shape) * 3
+    x = fs.log_softmax(z, axis=axis).astype(np.float32)
+    xm = np.moveaxis(x, axis, -1)
+    xm[..., ::2, :] += np.float32(5.0)          # every other row well-conditioned
+    xm[(0,) * (x.ndim - 1)][0] = np.nan
+    got = fs.logsumexp(x, axis=axis)
+    want = fs.logsumexp(x.astype(np.float64), axis=axis).astype(np.float32)
+    bad = np.moveaxis(np.ones(x.shape, bool), axis, -1)[..., 0].copy()
+    bad[..., ::2] = False
+    assert np.array_equal(got[bad], want[bad], equal_nan=True)
+    assert np.isnan(got[(0,) * got.ndim])
+    good = ~bad
+    good[(0,) * got.ndim] = False
+    ref = hp_logsumexp(x, axis=axis)
+    assert max_ulp(got[good], ref[good], np.float32) <= BOUND
+    # masked log-probabilities, always without the row's largest (a row that
+    # keeps nearly all its mass cancels beyond what float64 absorbs)
+    mask = rng.random(x.shape) < 0.7
+    top = np.argmax(np.nan_to_num(x, nan=-np.inf), axis=axis)
+    np.put_along_axis(mask, np.expand_dims(top, axis), False, axis)
+    mask[(0,) * x.ndim] = False                  # (the NaN entry)
+    got_m = fs.logsumexp(x, axis=axis, where=mask)
+    ref_m = hp_logsumexp(np.where(mask, x, -np.inf), axis=axis)
+    assert max_ulp(got_m, ref_m, np.float32) <= BOUND
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n,spread", [(10, 30.0), (1000, 30.0), (1000, 1e4), (32000, 30.0)])
 def test_cross_entropy_ulp(rng, dtype, n, spread):

@@ -27,6 +27,9 @@ def _workload(seed):
     w = rng.random(257)
     small = rng.normal(size=(3000, 11))
     ts = rng.integers(0, 11, 3000)
+    wide = rng.normal(size=(9, 5000)).astype(np.float32)       # 3 blocks of 3 rows
+    tw = rng.integers(0, 5000, 9)
+    logp = fs.log_softmax(x)                                    # logsumexp ~ 0: float64 rows
     return [
         ("softmax", lambda: fs.softmax(x)),
         ("log_softmax_t", lambda: fs.log_softmax(x64, temperature=0.7)),
@@ -35,6 +38,8 @@ def _workload(seed):
         ("ce_grad", lambda: fs.cross_entropy_with_grad(x, t, weight=w, label_smoothing=0.1)),
         ("ce_lanes", lambda: fs.cross_entropy_with_grad(x3, t3, axis=1, z_loss=1e-3)),
         ("ce_small", lambda: fs.cross_entropy_with_grad(small, ts, reduction="sum")),
+        ("ce_wide", lambda: fs.cross_entropy_with_grad(wide, tw, label_smoothing=0.1)),
+        ("logsumexp_logp", lambda: fs.logsumexp(logp)),
         ("bce", lambda: fs.binary_cross_entropy_with_grad(x64, (x64 > 0) * 1.0)),
         ("backward", lambda: fs.softmax_backward(x64, fs.softmax(x64))),
         ("sigmoid", lambda: fs.log_sigmoid(x)),

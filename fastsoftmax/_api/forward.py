@@ -172,23 +172,23 @@ def logsumexp(x, axis=-1, *, where=None, keepdims=False, out=None):
     Accuracy: within 4 ULP, except that a result near zero from a negative
     maximum (``m + log(c + s)`` with ``m`` close to ``-log(c + s)``) is as
     ill-conditioned as the sum itself: its relative error grows with
-    ``|m| / |logsumexp|``. Float32 and float16 inputs are reduced in float64,
-    which absorbs such cancellation up to a factor of about 2**28; float64
-    inputs carry about ``|m| / |logsumexp|`` ULP there.
+    ``|m| / |logsumexp|``. Float32 (and float16) rows are reduced with float32
+    exponentials summed in float64; a row whose result is ill-conditioned
+    (a negative maximum and ``|logsumexp| < 2 log(c + s)``, such as the
+    logsumexp of log-probabilities) is computed again in float64, which
+    absorbs cancellation up to a factor of about 2**28. Float64 inputs carry
+    about ``|m| / |logsumexp|`` ULP there.
     """
     if (where is None and out is None and not keepdims and _fast_ok(x, axis)
-            and x.dtype is _F64 and x.size < PARALLEL_MIN_ELEMENTS):
+            and x.size < PARALLEL_MIN_ELEMENTS):
         x2 = x if x.ndim == 2 else x.reshape(1, -1)
         lse = np.empty(x2.shape[0], x.dtype)
         fk.forward_rows_simple(x2, _DUMMY[x.dtype]["rows_out"], lse, fk.MODE_LOGSUMEXP,
                                thread_scratch(fk.SCRATCH_WORDS))
+        if x.dtype is _F32:
+            _lse_float64_rows(x2, None, lse)
         return lse if x.ndim == 2 else lse[0]
     a, cdt, rdt = prepare(x)
-    # m + log(c + s) cancels when the result is near 0 with m < 0: the
-    # exponentials' rounding is then magnified by |m| / |lse|. Float32 (and
-    # float16) data is therefore reduced in float64, which keeps the float32
-    # result within a few ULP for any cancellation up to a factor of ~2**28.
-    cdt = F64
     ax = user_axis(axis, a.ndim)
     plan = Plan(a, ax, cdt)
     mask = plan.mask_view(where, a.shape) if where is not None else None
@@ -204,11 +204,46 @@ def logsumexp(x, axis=-1, *, where=None, keepdims=False, out=None):
     elif lse.size:
         one, zero = inverse_temperature(1.0, cdt)
         _run_forward(plan, mask, one, zero, None, lse, fk.MODE_LOGSUMEXP)
+        if cdt != F64:
+            kv = plan.kernel_view(plan.work)
+            if plan.inner == 1:
+                _lse_float64_rows(kv, mask, lse.reshape(plan.outer))
+            else:
+                _lse_float64_lanes(kv, mask, lse.reshape(plan.outer, plan.inner))
     res = cast(plan.to_user(lse).reshape(res_shape), rdt)
     if out is not None:
         np.copyto(out, res)
         return out
     return scalar_result(res)
+
+
+def _lse_float64_rows(x, mask, lse):
+    """Recompute in float64 the rows (of an (R, C) float32 array) that the
+    float32 pass flagged with NaN: ill-conditioned results, or NaN rows
+    (which come out NaN again)."""
+    bad = np.flatnonzero(np.isnan(lse))
+    if bad.size:
+        sub = np.ascontiguousarray(x[bad], F64)
+        msub = None if mask is None else np.ascontiguousarray(mask[bad])
+        lse[bad] = _lse64(sub, msub)
+
+
+def _lse_float64_lanes(x, mask, lse):
+    """_lse_float64_rows for an (O, C, K) array, lse of shape (O, K)."""
+    o, k = np.nonzero(np.isnan(lse))
+    if o.size:
+        sub = np.ascontiguousarray(x[o, :, k], F64)
+        msub = None if mask is None else np.ascontiguousarray(mask[o, :, k])
+        lse[o, k] = _lse64(sub, msub)
+
+
+def _lse64(rows, mask):
+    """logsumexp of the rows of a C-contiguous (R, C) float64 array."""
+    lse = np.empty(rows.shape[0], F64)
+    run(fk.forward_rows, fk.forward_rows_parallel, rows.size, rows, mask, _ONE[F64],
+        _ZERO[F64], _DUMMY[F64]["rows_out"], lse, fk.MODE_LOGSUMEXP,
+        scratch_words=fk.SCRATCH_WORDS)
+    return lse
 
 
 def softmax_jacobian(x, axis=-1):

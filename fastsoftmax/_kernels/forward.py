@@ -62,6 +62,33 @@ def _finite(v):
     return v - v == 0.0
 
 
+def lse_of(x, mode, mth, ell):
+    """A row's logsumexp ``m / T + log(c + s)`` (``mth + ell``), as stored in ``lse``.
+
+    Float32 data in MODE_LOGSUMEXP get NaN instead when the result is
+    ill-conditioned, and the caller recomputes those rows in float64. The
+    float32 exponentials carry a relative error up to about 1.5 ULP, so
+    ``ell`` is off by up to ``1.5 * 2**-23 * ell``: that is at most
+    ``0.5 + 3 ell / |lse|`` ULP of the result. A maximum ``m >= 0`` gives
+    ``lse >= ell`` (at most 3.5 ULP, typically well under 1: the exponentials'
+    errors average out); a negative one can cancel (the logsumexp of
+    log-probabilities is 0), so such rows with ``|lse| < 2 ell`` are flagged.
+    """
+    return py_call(lse_of, x, mode, mth, ell)
+
+
+@overloaded(lse_of, inline="always")
+def _lse_of(x, mode, mth, ell):
+    if x.dtype == types.float32:
+        def impl32(x, mode, mth, ell):
+            v = mth + ell
+            if mode == MODE_LOGSUMEXP and mth < 0.0 and abs(v) < 2.0 * ell:
+                return np.nan
+            return v
+        return impl32
+    return lambda x, mode, mth, ell: mth + ell
+
+
 KT = 256   # lanes per block of the lanes kernel
 G_MAX = 1024   # rows per transposed block of the short-row path: about 4096 // C,
                # a multiple of 64 (long vector loops, a block of a few tens of KB)
@@ -173,7 +200,8 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
     if want_lse:
         for k in range(kk):
             if cv[k] >= 0:
-                lse[o, k0 + k] = F64(mv[k]) * (th + tl) + (sv[2, k] if split else sv[1, k])
+                lse[o, k0 + k] = lse_of(x, mode, F64(mv[k]) * (th + tl),
+                                           sv[2, k] if split else sv[1, k])
     if mode == MODE_SOFTMAX:
         for k in range(kk):
             h, l_ = split_like(ev, sv[2, k], sv[3, k])
@@ -215,7 +243,11 @@ def _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch):
             lse[i] = v
         return
     split = mode != MODE_SOFTMAX
-    if split:
+    if mode == MODE_LOG_SOFTMAX:
+        # the shifted logits (x - m) / T go to out in sweep two
+        hi, lo, c = row_exp_sums(x, mask, i, n, m, th, tl, scaled, True, scratch, 2, False,
+                                 scratch, out)
+    elif split:
         hi, lo, c = row_exp_sums(x, mask, i, n, m, th, tl, scaled, True, scratch, 2, False,
                                  scratch)
     else:
@@ -235,7 +267,7 @@ def _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch):
     else:
         ell = np.log(hi) + lo / hi
     if lse.shape[0]:
-        lse[i] = F64(m) * (th + tl) + ell
+        lse[i] = lse_of(x, mode, F64(m) * (th + tl), ell)
     # sweep three; the last n % VB entries as one more full vector block over
     # [n - VB, n) that stores back what is already there before the tail
     n64 = n - n % VB
@@ -252,12 +284,8 @@ def _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch):
     elif mode == MODE_LOG_SOFTMAX:
         ellc = cast_like(out, ell)
         thc = cast_like(out, th)
-        if x.ctypes.data == out.ctypes.data:     # in place: one array, no overlap check
-            for j in range(n64):
-                st2(out, i, j, (xload2(out, mask, i, j) - m) * thc - ellc)
-        else:
-            for j in range(n64):
-                st2(out, i, j, (xload2(x, mask, i, j) - m) * thc - ellc)
+        for j in range(n64):        # out holds (x - m) * th here
+            st2(out, i, j, ld2(out, i, j) - ellc)
         if n64 < n:
             for j in range(n - VB, n):
                 v = (xload2(x, mask, i, j) - m) * thc - ellc
@@ -352,7 +380,7 @@ def _tiny_rows(x, mask, th, tl, scaled, out, lse, mode, r0, r1):
         else:
             ell = np.log(hi) + lo / hi
         if lse.shape[0]:
-            lse[i] = F64(m) * (th + tl) + ell
+            lse[i] = lse_of(x, mode, F64(m) * (th + tl), ell)
         if mode == MODE_SOFTMAX:
             ih, il = dw_inverse(hi, lo)
             ch, cl = split_like(out, ih, il)
