@@ -99,6 +99,29 @@ _FINISHED = -(1 << 40)   # below zero whatever the class count adds to it
 
 
 @helper
+def _store_shifted(x, mask, o, c, k0, kk, mv, thc, out, cv, all_lanes):
+    """out[o, c, k0 + k] = (x[o, c, k0 + k] - mv[k]) * thc for the lanes k < kk
+    (only those with cv[k] >= 0 unless ``all_lanes``). In place (out is x) the
+    loops read out alone, so that they need no no-overlap check."""
+    wide()
+    if x.ctypes.data == out.ctypes.data:
+        if all_lanes:
+            for k in range(kk):
+                st3(out, o, c, k0 + k, (xload3(out, mask, o, c, k0 + k) - mv[k]) * thc)
+        else:
+            for k in range(kk):
+                if cv[k] >= 0:
+                    st3(out, o, c, k0 + k, (xload3(out, mask, o, c, k0 + k) - mv[k]) * thc)
+    elif all_lanes:
+        for k in range(kk):
+            st3(out, o, c, k0 + k, (xload3(x, mask, o, c, k0 + k) - mv[k]) * thc)
+    else:
+        for k in range(kk):
+            if cv[k] >= 0:
+                st3(out, o, c, k0 + k, (xload3(x, mask, o, c, k0 + k) - mv[k]) * thc)
+
+
+@helper
 def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv, ev):
     """Lanes [k0, k1) of outer index o: one softmax per lane along axis 1.
 
@@ -137,6 +160,15 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
                 lse[o, k0 + k] = v
             cv[k] = _FINISHED
     split = mode != MODE_SOFTMAX
+    # log-softmax: the shifted logits (x - m) * th go to out during this sweep
+    # (the stores' cache misses hide behind the exponentials), and sweep
+    # three subtracts log(c + s) in place. Stores skip finished lanes only
+    # when there are some (nbad): a lane mask costs a load per vector.
+    shift = mode == MODE_LOG_SOFTMAX
+    thc = cast_like(ev, th)
+    # the common case stores them from the exponentials' loop itself (an
+    # in-place call must read out alone, see _store_shifted)
+    fused = shift and nbad == 0 and not scaled and x.ctypes.data != out.ctypes.data
     for c in range(n):
         if split:
             # scaled exponentials (times 2**64): no term of the sum is subnormal
@@ -144,9 +176,16 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
                 for k in range(kk):
                     ev[k] = exp_shifted_scaled_big(xload3(x, mask, o, c, k0 + k), mv[k], th,
                                                    tl)
+            elif fused:
+                for k in range(kk):
+                    v = xload3(x, mask, o, c, k0 + k)
+                    ev[k] = exp_shifted_big(v, mv[k])
+                    st3(out, o, c, k0 + k, (v - mv[k]) * thc)
             else:
                 for k in range(kk):
                     ev[k] = exp_shifted_big(xload3(x, mask, o, c, k0 + k), mv[k])
+            if shift and not fused:
+                _store_shifted(x, mask, o, c, k0, kk, mv, thc, out, cv, nbad == 0)
             for k in range(kk):
                 v = F64(ev[k])
                 one = v == BIG
@@ -161,9 +200,14 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
             else:
                 for k in range(kk):
                     ev[k] = exp_shifted(xload3(x, mask, o, c, k0 + k), mv[k])
-            for k in range(kk):
-                if cv[k] >= 0:
+            if nbad == 0:
+                for k in range(kk):
                     st3(out, o, c, k0 + k, ev[k])
+            else:
+                for k in range(kk):
+                    if cv[k] >= 0:
+                        st3(out, o, c, k0 + k, ev[k])
+            for k in range(kk):
                 h, l_ = lane_acc(ev, sv[0, k], sv[1, k], F64(ev[k]), UNIT_MAGIC)
                 sv[0, k] = h
                 sv[1, k] = l_
@@ -202,34 +246,33 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
             if cv[k] >= 0:
                 lse[o, k0 + k] = lse_of(x, mode, F64(mv[k]) * (th + tl),
                                            sv[2, k] if split else sv[1, k])
+    clean = nbad == 0 and nnan == 0
     if mode == MODE_SOFTMAX:
         for k in range(kk):
             h, l_ = split_like(ev, sv[2, k], sv[3, k])
             ev[k] = h
             mv[k] = l_          # the maxima are not needed any more
         for c in range(n):
-            for k in range(kk):
-                if cv[k] >= 0:
+            if clean:
+                for k in range(kk):
                     e = ld3(out, o, c, k0 + k)
                     st3(out, o, c, k0 + k, fma(e, ev[k], e * mv[k]))
+            else:
+                for k in range(kk):
+                    if cv[k] >= 0:
+                        e = ld3(out, o, c, k0 + k)
+                        st3(out, o, c, k0 + k, fma(e, ev[k], e * mv[k]))
     elif mode == MODE_LOG_SOFTMAX:
-        thc = cast_like(ev, th)
         for k in range(kk):
             ev[k] = cast_like(ev, sv[2, k])
-        if x.ctypes.data == out.ctypes.data:
-            # in place: read out (= x) itself, so that the vector loop needs no
-            # no-overlap check (which an in-place call fails, running it scalar)
-            for c in range(n):
+        for c in range(n):      # out holds (x - m) * th
+            if clean:
+                for k in range(kk):
+                    st3(out, o, c, k0 + k, ld3(out, o, c, k0 + k) - ev[k])
+            else:
                 for k in range(kk):
                     if cv[k] >= 0:
-                        st3(out, o, c, k0 + k,
-                            (xload3(out, mask, o, c, k0 + k) - mv[k]) * thc - ev[k])
-        else:
-            for c in range(n):
-                for k in range(kk):
-                    if cv[k] >= 0:
-                        st3(out, o, c, k0 + k,
-                            (xload3(x, mask, o, c, k0 + k) - mv[k]) * thc - ev[k])
+                        st3(out, o, c, k0 + k, ld3(out, o, c, k0 + k) - ev[k])
 
 
 # ------------------------------------------------------------------ rows
