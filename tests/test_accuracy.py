@@ -105,6 +105,20 @@ def test_cross_entropy_ulp(rng, dtype, n, spread):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradient_scales_ulp(rng, dtype):
+    """Per-sample grad_output from 1e-37 to 1e37: the gradient's scaling in
+    the data's dtype (a double-word factor) and its float64 fallback for
+    factors beyond 2**+-100 both stay within the bound."""
+    x = _data(rng, 1000, 30.0, dtype, rows=16)
+    t = rng.integers(0, 1000, 16)
+    go = (10.0 ** np.linspace(-37, 37, 16)).astype(dtype) * np.where(np.arange(16) % 2, 1, -1)
+    _, g = fs.cross_entropy_with_grad(x, t, reduction="none", grad_output=go)
+    gref = hp_ce_grad_rows(x, t, 1.0) * np.asarray(go, hp_ce_grad_rows(x, t, 1.0).dtype)[:, None]
+    normal = (np.abs(gref) >= np.finfo(dtype).tiny) & (np.abs(gref) <= np.finfo(dtype).max)
+    assert max_ulp(g, gref, dtype, normal) <= BOUND
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_rows_of_131072(rng, dtype):
     x = rng.uniform(-30, 30, (3, 131072)).astype(dtype)
     x[0, 7] = 200

@@ -40,11 +40,11 @@ import math
 import numpy as np
 from numba import prange
 
-from ._jit import (F64, fmax_nan_dropping, helper, inline, kernel, ld2, ld3, parallel_twin,
-                   reduction, scalar_loop, st2, st3, unmanaged, wide)
+from ._jit import (F64, fma, fmax_nan_dropping, helper, inline, kernel, ld2, ld3,
+                   parallel_twin, reduction, scalar_loop, st2, st3, unmanaged, wide)
 from ._rows import (INV_BIG, SB, SMALL_C, accurate_sum1, aligned_words, cast_like,
                     lane_acc2, lanes_to_rows, log_c_plus_s, neumaier, row_exp_sums, row_max,
-                    rows_to_lanes)
+                    rows_to_lanes, split_like)
 from .forward import small_block
 from .vmath import BIG, exp_shifted, exp_shifted_big, log1p_f64, two_sum
 
@@ -188,6 +188,31 @@ def _special_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
 
 # ---------------------------------------------------------------- wide rows
 @helper
+def _scale_big(grad, i, n, k):
+    """grad[i, :n] = grad[i, :n] * 2**-64 * k (grad holds 2**64 e).
+
+    In the data's dtype, with ``k`` as a double-word (kh + kl): ``fma(e, kh,
+    e kl)`` rounds once as the float64 product would (for float32 data the
+    float64 loop, with its conversions, took a third of the fused kernel's
+    time). A ``k`` so small that its double-word would lose digits, or so
+    large that ``e k`` (``e`` up to 2**64) could overflow before the scaling,
+    takes the float64 loop.
+    """
+    wide()
+    ak = abs(k)
+    if ak > 2.0 ** -100 and ak < 2.0 ** 60:
+        kh, kl = split_like(grad, k, 0.0)
+        sc = cast_like(grad, INV_BIG)
+        for c in range(n):
+            e = ld2(grad, i, c)
+            st2(grad, i, c, fma(e, kh, e * kl) * sc)
+    else:
+        k1 = k * INV_BIG
+        for c in range(n):
+            st2(grad, i, c, F64(ld2(grad, i, c)) * k1)
+
+
+@helper
 def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, alpha, beta,
                  scratch):
     """One row, C >= SMALL_C. Returns (ce, z part) in float64."""
@@ -257,8 +282,7 @@ def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
             for c in range(n):
                 st2(grad, i, c, F64(ld2(grad, i, c)) * k1 - ew)
         else:
-            for c in range(n):
-                st2(grad, i, c, F64(ld2(grad, i, c)) * k1)
+            _scale_big(grad, i, n, (alpha * msum + zc) * inv)
         # the target entry: p_t - 1 = -(1 - p_t), 1 - p_t without cancellation
         et = F64(exp_shifted(xt, m))
         pt = et * inv
