@@ -69,6 +69,14 @@ def _options(rng, opts, dtype):
     return kw
 
 
+def _close_all(loss, grads, eloss, egrads, dtype, opts):
+    """The loss and the three gradients (hidden, weight, bias) against expected ones."""
+    _close(loss, eloss, dtype, f"loss {opts}")
+    for name, g, e in zip(("hidden", "weight", "bias"), grads, egrads):
+        assert g.dtype == dtype and g.shape == e.shape, name
+        _close(g, e, dtype, f"grad_{name} {opts}")
+
+
 @pytest.mark.parametrize("chunk", CHUNKS, ids=str)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("targets", ["index", "dist"])
@@ -80,10 +88,7 @@ def test_equals_unchunked(chunk, dtype, targets):
         loss, grads = fs.linear_cross_entropy(h, w, t, linear_bias=b, chunk_size=chunk, **kw)
         eloss, egrads = _unchunked(h, w, b, t, **kw)
         assert np.asarray(loss).dtype == dtype and np.shape(loss) == np.shape(eloss)
-        _close(loss, eloss, dtype, f"loss {opts}")
-        for name, g, e in zip(("hidden", "weight", "bias"), grads, egrads):
-            assert g.dtype == dtype and g.shape == e.shape, name
-            _close(g, e, dtype, f"grad_{name} {opts}")
+        _close_all(loss, grads, eloss, egrads, dtype, opts)
 
 
 def test_no_bias_gives_none_and_leading_axes():
@@ -126,9 +131,7 @@ def test_matches_torch_autograd(chunk, dtype, targets):
         kw = _options(rng, opts, dtype)
         loss, grads = fs.linear_cross_entropy(h, w, t, linear_bias=b, chunk_size=chunk, **kw)
         eloss, egrads = _torch_grads(h, w, b, t, kw)
-        _close(loss, eloss, dtype, f"loss {opts}")
-        for name, g, e in zip(("hidden", "weight", "bias"), grads, egrads):
-            _close(g, e, dtype, f"grad_{name} {opts}")
+        _close_all(loss, grads, eloss, egrads, dtype, opts)
 
 
 @needs_torch

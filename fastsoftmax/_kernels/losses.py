@@ -524,6 +524,20 @@ def _row_scales(gscale, i, alpha, beta):
     return alpha, beta
 
 
+@helper
+def _lane_scratch(x, g):
+    """The per-lane work arrays of _ce_lanes for g lanes, each on a cache line:
+    (targets, alpha, beta, float64 sums, x-dtype values, counts, exponentials)."""
+    tl = aligned_words(g).view(np.int64)
+    av = aligned_words(g)
+    bv = aligned_words(g)
+    fv = aligned_words(10 * g).reshape((10, g))
+    sv = aligned_words(g).view(x.dtype)[:g]
+    iv = aligned_words(3 * g).view(np.int64).reshape((3, g))
+    ev = aligned_words(2 * g).view(x.dtype)[:2 * g].reshape((2, g))
+    return tl, av, bv, fv, sv, iv, ev
+
+
 @inline
 def _emit_block(ce_b, zp_b, nb, r0, loss_rows, part, blk):
     """A block's per-sample losses (reduction "none") or its partial sums."""
@@ -584,13 +598,7 @@ def ce_rows(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, gs
         qs = aligned_words(nq).view(tq.dtype)[:nq].reshape((1, nl if kind == 1 else 1,
                                                             gl if kind == 1 else 1))
         gs = aligned_words(nl * gl).view(x.dtype)[:nl * gl].reshape((1, nl, gl))
-        tl = aligned_words(gl).view(np.int64)
-        av = aligned_words(gl)
-        bv = aligned_words(gl)
-        fv = aligned_words(10 * gl).reshape((10, gl))
-        sv = aligned_words(gl).view(x.dtype)[:gl]
-        iv = aligned_words(3 * gl).view(np.int64).reshape((3, gl))
-        ev = aligned_words(2 * gl).view(x.dtype)[:2 * gl].reshape((2, gl))
+        tl, av, bv, fv, sv, iv, ev = _lane_scratch(x, gl)
         for blk in range(sup * bps, min(sup * bps + bps, nblk)):
             r0 = blk * rpb
             r1 = min(r0 + rpb, R)
@@ -655,15 +663,9 @@ def ce_lanes(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, g
     bps = blocks_per_step(min(K, KT), n)
     nsup = (nw + bps - 1) // bps
     for sup in prange(nsup):
-        tl = aligned_words(KT).view(np.int64)
-        av = aligned_words(KT)
-        bv = aligned_words(KT)
+        tl, av, bv, fv, sv, iv, ev = _lane_scratch(x, KT)
         ce_o = aligned_words(KT)
         zp_o = aligned_words(KT)
-        fv = aligned_words(10 * KT).reshape((10, KT))
-        sv = aligned_words(KT).view(x.dtype)[:KT]
-        iv = aligned_words(3 * KT).view(np.int64).reshape((3, KT))
-        ev = aligned_words(2 * KT).view(x.dtype)[:2 * KT].reshape((2, KT))
         for w in range(sup * bps, min(sup * bps + bps, nw)):
             o = w // nkb
             k0 = (w % nkb) * KT
@@ -679,16 +681,8 @@ def ce_lanes(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, g
                     bv[k] = beta
             _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad, av,
                       bv, ignore, ce_o, zp_o, fv, sv, iv, ev)
-            if loss_rows.shape[0]:
-                for k in range(kk):
-                    loss_rows[o, k0 + k] = ce_o[k] + zp_o[k]
-            else:
-                h, l_ = accurate_sum1(ce_o, 0, kk)
-                part[w, 0] = h
-                part[w, 1] = l_
-                h, l_ = accurate_sum1(zp_o, 0, kk)
-                part[w, 2] = h
-                part[w, 3] = l_
+            _emit_block(ce_o, zp_o, kk, k0, loss_rows[o] if loss_rows.shape[0] else ce_o[:0],
+                        part, w)
 
 
 ce_lanes_parallel = parallel_twin(ce_lanes)
