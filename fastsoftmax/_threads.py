@@ -8,7 +8,6 @@ on ``workqueue`` (nothing else available, or the user's choice), parallel
 kernels are serialised by a lock, so concurrent calls stay safe.
 """
 
-import contextlib
 import importlib
 import os
 import threading
@@ -45,12 +44,21 @@ def current_layer():
         return None
 
 
-@contextlib.contextmanager
-def parallel_guard():
-    layer = current_layer()
-    if layer in _SAFE_LAYERS:
-        yield
-        return
-    # unknown yet (first launch) or workqueue: serialise
+_safe = False   # set once a thread-safe layer is known to be in use (it cannot change after)
+
+
+def launch(kernel, args):
+    """Call a parallel kernel: directly on a thread-safe layer, else under the lock
+    (the layer is unknown before the first launch, and workqueue is not safe).
+
+    A plain function, not a context manager: a generator-based ``with`` block
+    allocates about 1 KB per call, which SPEC §6's ``out=`` memory budget counts.
+    """
+    global _safe
+    if _safe:
+        return kernel(*args)
+    if current_layer() in _SAFE_LAYERS:
+        _safe = True
+        return kernel(*args)
     with _LOCK:
-        yield
+        return kernel(*args)

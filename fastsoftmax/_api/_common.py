@@ -219,20 +219,20 @@ def run(serial, parallel, size, *args, scratch_words=0):
     """
     nthreads = numba.get_num_threads()
     par = size >= PARALLEL_MIN_ELEMENTS and nthreads > 1
-    nchunks = nthreads if par else 1
-    if scratch_words:
-        args = args + (thread_scratch(nchunks * scratch_words),)
-    if par:
-        with _threads.parallel_guard():
-            parallel(*args, nchunks)
+    if scratch_words:       # one tuple of arguments (SPEC §6 counts every byte per call)
+        nchunks = nthreads if par else 1
+        args = args + (thread_scratch(nchunks * scratch_words), nchunks)
     else:
-        serial(*args, 1)
+        args = args + (nthreads if par else 1,)
+    if par:
+        _threads.launch(parallel, args)
+    else:
+        serial(*args)
 
 
 def run_blocks(serial, parallel, size, *args):
     """Run a kernel that parallelises over fixed blocks (no chunk-count argument)."""
     if size >= PARALLEL_MIN_ELEMENTS and numba.get_num_threads() > 1:
-        with _threads.parallel_guard():
-            parallel(*args)
+        _threads.launch(parallel, args)
     else:
         serial(*args)

@@ -7,7 +7,7 @@ import numpy as np
 from .._kernels import forward as fk
 from .._kernels import jacobian as jk
 from .._validate import F64, check_out, check_temperature
-from ._common import (PARALLEL_MIN_ELEMENTS, Plan, cast, prepare, run, scalar_result, target_for,
+from ._common import (PARALLEL_MIN_ELEMENTS, Plan, _prod, cast, prepare, run, scalar_result, target_for,
                       thread_scratch, user_axis)
 
 # never-written stand-ins for the arrays a mode does not use
@@ -87,20 +87,41 @@ def _softmax_like(x, axis, where, temperature, out, mode):
     return scalar_result(finish(dst))
 
 
-def _fast_forward(x, mode, out):
-    """softmax/log_softmax of a C-contiguous row array without mask or temperature:
-    the lean path (few Python objects, no scratch allocation)."""
+def _fast_axis(x, axis):
+    """The class axis (made non-negative) when softmax/log_softmax can take the
+    lean path, else -1: a C-contiguous, non-empty float32/float64 ndarray of at
+    least one dimension and an int axis in range."""
+    if (type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64) and x.size
+            and x.flags.c_contiguous and type(axis) is int and -x.ndim <= axis < x.ndim):
+        return axis % x.ndim
+    return -1
+
+
+def _fast_forward(x, ax, mode, out):
+    """softmax/log_softmax of a C-contiguous array without mask or temperature:
+    the lean path (few Python objects, no allocation besides the result)."""
     y = np.empty(x.shape, x.dtype) if out is None else out
-    if x.ndim == 1:
-        x, y2 = x.reshape(1, -1), y.reshape(1, -1)
+    if ax == x.ndim - 1:
+        if x.ndim != 2:
+            x, y2 = x.reshape(-1, x.shape[-1]), y.reshape(-1, x.shape[-1])
+        else:
+            y2 = y
+        if x.size < PARALLEL_MIN_ELEMENTS:
+            fk.forward_rows_simple(x, y2, _DUMMY[x.dtype]["rows_lse"], mode,
+                                   thread_scratch(fk.SCRATCH_WORDS))
+        else:
+            run(fk.forward_rows, fk.forward_rows_parallel, x.size, x, None, _ONE[x.dtype],
+                _ZERO[x.dtype], y2, _DUMMY[x.dtype]["rows_lse"], mode,
+                scratch_words=fk.SCRATCH_WORDS)
     else:
-        y2 = y
-    if x.size < PARALLEL_MIN_ELEMENTS:
-        fk.forward_rows_simple(x, y2, _DUMMY[x.dtype]["rows_lse"], mode,
-                               thread_scratch(fk.SCRATCH_WORDS))
-    else:
-        run(fk.forward_rows, fk.forward_rows_parallel, x.size, x, None, _ONE[x.dtype],
-            _ZERO[x.dtype], y2, _DUMMY[x.dtype]["rows_lse"], mode,
+        if x.ndim == 3 and ax == 1:
+            xv, yv = x, y
+        else:
+            n = x.shape[ax]
+            lanes = (x.size // (n * _prod(x.shape[ax + 1:])), n, -1)
+            xv, yv = x.reshape(lanes), y.reshape(lanes)
+        run(fk.forward_lanes, fk.forward_lanes_parallel, x.size, xv, None, _ONE[x.dtype],
+            _ZERO[x.dtype], yv, _DUMMY[x.dtype]["lanes_lse"], mode,
             scratch_words=fk.SCRATCH_WORDS)
     return y
 
@@ -136,9 +157,10 @@ def softmax(x, axis=-1, *, where=None, temperature=1.0, out=None):
     Rows with a NaN are all NaN; rows with ``k`` entries ``+inf`` give ``1/k``
     at them and 0 elsewhere; rows of only ``-inf`` are all 0.
     """
-    if (where is None and type(temperature) is float and temperature == 1.0
-            and _fast_ok(x, axis) and (out is None or _fast_out_ok(out, x))):
-        return _fast_forward(x, fk.MODE_SOFTMAX, out)
+    if where is None and type(temperature) is float and temperature == 1.0:
+        ax = _fast_axis(x, axis)
+        if ax >= 0 and (out is None or _fast_out_ok(out, x)):
+            return _fast_forward(x, ax, fk.MODE_SOFTMAX, out)
     return _softmax_like(x, axis, where, temperature, out, fk.MODE_SOFTMAX)
 
 
@@ -154,9 +176,10 @@ def log_softmax(x, axis=-1, *, where=None, temperature=1.0, out=None):
     entries ``+inf`` they get ``-log k`` and the rest ``-inf``; a row of only
     ``-inf`` is all ``-inf``).
     """
-    if (where is None and type(temperature) is float and temperature == 1.0
-            and _fast_ok(x, axis) and (out is None or _fast_out_ok(out, x))):
-        return _fast_forward(x, fk.MODE_LOG_SOFTMAX, out)
+    if where is None and type(temperature) is float and temperature == 1.0:
+        ax = _fast_axis(x, axis)
+        if ax >= 0 and (out is None or _fast_out_ok(out, x)):
+            return _fast_forward(x, ax, fk.MODE_LOG_SOFTMAX, out)
     return _softmax_like(x, axis, where, temperature, out, fk.MODE_LOG_SOFTMAX)
 
 
