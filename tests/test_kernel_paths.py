@@ -16,6 +16,7 @@ import pytest
 import fastsoftmax as fs
 import fastsoftmax.reference as ref
 from fastsoftmax._api._common import PARALLEL_MIN_ELEMENTS
+from fastsoftmax._kernels._jit import PYTHON_MODE
 
 ROW_SHAPES = [(5, 3), (3, 64), (2, 100), (2, 1100), (1, 2200)]
 LANE_SHAPES = [(2, 5, 3), (1, 4, 300)]
@@ -61,6 +62,8 @@ def test_forward_paths(dtype, shape):
     _close(xi, ref.softmax(x, axis=axis), rtol)
 
 
+@pytest.mark.skipif(PYTHON_MODE, reason="with NUMBA_DISABLE_JIT the parallel twins are the "
+                    "serial kernels (prange is range): no new line, 2 minutes of the run")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_parallel_twins(dtype):
     n = PARALLEL_MIN_ELEMENTS // 64 + 1
@@ -97,6 +100,24 @@ def test_backward_and_elementwise_paths(shape):
     if x.size <= 600:
         _close(fs.softmax_jacobian(_x(shape), axis=axis), ref.softmax_jacobian(_x(shape),
                                                                              axis=axis))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(300, 10), (70, 63), (1, 63), pytest.param(
+    (3300, 10), marks=pytest.mark.skipif(PYTHON_MODE, reason="parallel twin (see above)"))])
+def test_log_softmax_backward_short_rows(dtype, shape):
+    """Rows shorter than backward.SHORT_C: exponentials in flat blocks of 2048
+    entries (300 x 10: a full and a partial block; 3300 x 10: the parallel twin,
+    whose chunks end inside a block); in place on either input, bit for bit."""
+    x = _x(shape, specials=False)
+    y = fs.log_softmax(x).astype(dtype)
+    g = _x(shape, seed=3, specials=False).astype(dtype)
+    want = fs.log_softmax_backward(g, y)
+    _close(want, ref.log_softmax_backward(g, y), 1e-5 if dtype == np.float32 else 1e-9)
+    for which in (0, 1):
+        a, b = g.copy(), y.copy()
+        res = fs.log_softmax_backward(a, b, out=(a, b)[which])
+        assert res is (a, b)[which] and np.array_equal(res, want)
 
 
 CE_OPTIONS = [
