@@ -7,8 +7,8 @@ import numpy as np
 from .._kernels import forward as fk
 from .._kernels import jacobian as jk
 from .._validate import F64, check_out, check_temperature
-from ._common import (PARALLEL_MIN_ELEMENTS, Plan, _prod, cast, prepare, run, scalar_result, target_for,
-                      thread_scratch, user_axis)
+from ._common import (PARALLEL_MIN_ELEMENTS, Plan, _prod, cast, prepare, run, scalar_result,
+                      target_for, thread_scratch, user_axis)
 
 # never-written stand-ins for the arrays a mode does not use
 _DUMMY = {dt: {"rows_out": np.empty((1, 1), dt), "lanes_out": np.empty((1, 1, 1), dt),
@@ -55,6 +55,7 @@ def _run_forward(plan, mask, th, tl, out_arr, lse_arr, mode):
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
+_NO_SCRATCH = np.empty(0)
 _ONE = {_F32: np.float32(1), _F64: np.float64(1)}
 _ZERO = {_F32: np.float32(0), _F64: np.float64(0)}
 
@@ -107,8 +108,10 @@ def _fast_forward(x, ax, mode, out):
         else:
             y2 = y
         if x.size < PARALLEL_MIN_ELEMENTS:
+            # (tiny arrays run in scalar code without scratch: skip the lookup)
             fk.forward_rows_simple(x, y2, _DUMMY[x.dtype]["rows_lse"], mode,
-                                   thread_scratch(fk.SCRATCH_WORDS))
+                                   _NO_SCRATCH if x.size <= fk.TINY
+                                   else thread_scratch(fk.SCRATCH_WORDS))
         else:
             run(fk.forward_rows, fk.forward_rows_parallel, x.size, x, None, _ONE[x.dtype],
                 _ZERO[x.dtype], y2, _DUMMY[x.dtype]["rows_lse"], mode,
