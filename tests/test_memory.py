@@ -10,8 +10,10 @@ tracemalloc): SPEC §6 and the loss and scale-out issues.
 
 import sys
 
+import numpy as np
 import pytest
 
+import fastsoftmax as fs
 from fastsoftmax import _bench_registry as R
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -90,9 +92,6 @@ def test_softmax_with_out_allocates_under_one_kib(shape):
     # SPEC §6: tracemalloc peak < 1 KiB (the serial, parallel and lanes paths).
     # Python-side objects only (the kernels' own memory is the preallocated
     # thread scratch); a per-call context manager alone took 1 KB here once.
-    import numpy as np
-
-    import fastsoftmax as fs
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     out = np.empty_like(x)
     axis = 1 if len(shape) == 3 else -1

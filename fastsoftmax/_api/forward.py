@@ -60,13 +60,6 @@ _ONE = {_F32: np.float32(1), _F64: np.float64(1)}
 _ZERO = {_F32: np.float32(0), _F64: np.float64(0)}
 
 
-def _fast_ok(x, axis):
-    """The common case: a C-contiguous float32/float64 ndarray, class axis last."""
-    return (type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64)
-            and 0 < x.ndim <= 2 and (axis == -1 or axis == x.ndim - 1)
-            and x.size and x.shape[-1] and x.flags.c_contiguous)
-
-
 def _fast_out_ok(out, x):
     """out can be written directly: same dtype and shape, C-contiguous, writeable,
     and the input itself or not overlapping it."""
@@ -96,6 +89,12 @@ def _fast_axis(x, axis):
             and x.flags.c_contiguous and type(axis) is int and -x.ndim <= axis < x.ndim):
         return axis % x.ndim
     return -1
+
+
+def _fast_rows(x, axis):
+    """_fast_axis's case with the class axis last of a 1-d or 2-d array (rows)."""
+    ax = _fast_axis(x, axis)
+    return ax >= 0 and ax == x.ndim - 1 and x.ndim <= 2
 
 
 def _fast_forward(x, ax, mode, out):
@@ -205,7 +204,7 @@ def logsumexp(x, axis=-1, *, where=None, keepdims=False, out=None):
     absorbs cancellation up to a factor of about 2**28. Float64 inputs carry
     about ``|m| / |logsumexp|`` ULP there.
     """
-    if (where is None and out is None and not keepdims and _fast_ok(x, axis)
+    if (where is None and out is None and not keepdims and _fast_rows(x, axis)
             and x.size < PARALLEL_MIN_ELEMENTS):
         x2 = x if x.ndim == 2 else x.reshape(1, -1)
         lse = np.empty(x2.shape[0], x.dtype)
