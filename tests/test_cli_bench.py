@@ -333,9 +333,12 @@ def test_info_prints_the_expected_fields(capsys):
     fields = {k: v.strip() for k, v in fields.items()}
     for key in ("fastsoftmax", "python", "numba", "llvmlite", "numpy", "scipy", "torch", "jax",
                 "threading layer", "threads", "CPU", "cores", "SIMD level", "LLVM host CPU",
-                "cache directory", "cache contents"):
+                "cache directory", "cache contents", "cache loading"):
         assert key in fields, key
     import numba
+    from fastsoftmax._kernels import _jit
+    assert fields["cache loading"].split()[0] == (
+        "none" if _jit.PYTHON_MODE else "lean" if _jit.LEAN_CACHE_LOAD else "Numba's")
     assert fields["fastsoftmax"] == fastsoftmax.__version__
     assert fields["numba"] == numba.__version__
     assert fields["threads"].startswith(str(numba.get_num_threads()))

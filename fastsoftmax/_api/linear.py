@@ -166,7 +166,7 @@ def linear_cross_entropy(hidden, linear_weight, target, *, linear_bias=None, wei
             np.matmul(hb, w2.T, out=zb)
             if b is not None:
                 zb += b
-            part = np.zeros((-(-(r1 - r0) // lk.rows_per_block(v)), 4))
+            part = np.zeros((-(-(r1 - r0) // lk.block_rows(v)), 4))
             lr = loss_rows[r0:r1] if loss_rows is not None else np.empty(0)
             run_blocks(lk.ce_rows, lk.ce_rows_parallel, zb.size, zb, kind, tidx[r0:r1],
                        tq[r0:r1] if kind == lk.KIND_DIST else tq, cw, wsum, ig, eps, z, True, zb,

@@ -184,7 +184,7 @@ def _ce(logits, target, axis, weight, ignore_index, reduction, label_smoothing, 
     else:
         loss_rows = _EMPTY_F64 if rows else np.empty((0, 0))
     # one row of partial sums per block of samples (written even for "none")
-    nblk = (-(-plan.outer // lk.rows_per_block(plan.n)) if rows
+    nblk = (-(-plan.outer // lk.block_rows(plan.n)) if rows
             else plan.outer * -(-plan.inner // lk.KT))
     part = np.zeros((max(nblk, 1), 4))
     gscale = _EMPTY_F64 if rows else np.empty((0, 0))

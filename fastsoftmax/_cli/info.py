@@ -172,8 +172,18 @@ def collect(init=True):
         ("platform", platform.platform()),
         ("cache directory", f"{path} [{how}]"),
         ("cache contents", _cache_stats(path)),
+        ("cache loading", _cache_loading()),
     ]
     return rows
+
+
+def _cache_loading():
+    from fastsoftmax._kernels import _jit
+    if _jit.PYTHON_MODE:
+        return "none (NUMBA_DISABLE_JIT: kernels run as Python)"
+    if _jit.LEAN_CACHE_LOAD:
+        return "lean (cached kernels load without Numba's context refresh)"
+    return "Numba's own (full context refresh; lean loading is checked on numba 0.60-0.68)"
 
 
 def run(args):

@@ -26,7 +26,9 @@ One place decides how kernels are compiled:
 The cache locator installed here stamps every kernel with a hash of the whole
 ``_kernels`` package, so editing a helper module invalidates the cached
 machine code of every kernel that inlined it (Numba alone only watches the
-file that defines the kernel).
+file that defines the kernel). The same cache class loads a cached kernel
+without Numba's full context refresh (see ``load_overload``): most of a cold
+start's first call was that refresh.
 
 Intrinsics: ``ld``/``st`` index C-contiguous arrays without negative-index
 wrap-around (a wrap-around ``select`` turns contiguous loads into gathers),
@@ -46,7 +48,10 @@ from llvmlite import ir
 from numba import config, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
-from numba.np.arrayobj import load_item, store_item
+
+# numba.np.arrayobj (load_item, store_item) is imported inside the code
+# generators below: only a compilation needs it, and its import (Numba's
+# string and hashing support come with it) is 30 ms of every cold start.
 
 # NUMBA_DISABLE_JIT=1 (the coverage run): kernels run as plain Python, the
 # intrinsics below are replaced by Python equivalents and the overloaded
@@ -75,6 +80,24 @@ def _package_stamp():
             with open(os.path.join(_PKG_DIR, name), "rb") as f:
                 h.update(f.read())
     return h.hexdigest()
+
+
+def _lean_load_supported(caching):
+    """Whether ``load_overload`` below may skip Numba's context refresh.
+
+    Only on the Numba releases it was checked against (tests/test_cache.py
+    loads every kernel variant in a fresh process and compares the bits):
+    which symbols a refresh registers is Numba's internal business.
+    """
+    import numba
+    try:
+        version = tuple(int(p) for p in numba.__version__.split(".")[:2])
+        from numba.core.runtime import rtsys
+    except (ImportError, ValueError):  # pragma: no cover
+        return False
+    return ((0, 60) <= version <= (0, 68) and hasattr(rtsys, "initialize")
+            and all(hasattr(caching.FunctionCache, n)
+                    for n in ("_load_overload", "_guard_against_spurious_io_errors")))
 
 
 def _make_cache_class():
@@ -108,10 +131,34 @@ def _make_cache_class():
     class _Cache(caching.FunctionCache):
         _impl_class = _Impl
 
+    if _lean_load_supported(caching):
+        from numba.core.runtime import rtsys
+
+        def load_overload(self, sig, target_context):
+            # Numba's version first calls target_context.refresh(), which
+            # installs every typing and lowering registry Numba has (and,
+            # through numba.np.arraymath's BLAS check, imports scipy.linalg
+            # when SciPy is installed): 0.2-0.5 s of a cold start, spent before
+            # the first cached call. Of that refresh a cached kernel needs
+            # one step: the NRT's symbols (NRT_MemInfo_alloc...) registered
+            # with LLVM before its machine code is linked (without it the
+            # first call crashes). The C helpers and libm symbols were
+            # registered when the context was created, nothing is lowered,
+            # and these kernels use no object mode (the case the refresh was
+            # added for: code built at load time). Any compilation still
+            # refreshes the contexts itself (numba.core.compiler.CompilerBase),
+            # so a cache miss behaves as before.
+            rtsys.initialize(target_context)
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
+
+        _Cache.load_overload = load_overload
+
     return _Cache
 
 
 _CACHE_CLASS = _make_cache_class()
+LEAN_CACHE_LOAD = _CACHE_CLASS is not None and "load_overload" in vars(_CACHE_CLASS)
 
 
 def _enable_cache(dispatcher):
@@ -251,6 +298,7 @@ def _make_load(ndim):
 
         def codegen(context, builder, signature, args):
             aryty = signature.args[0]
+            from numba.np.arrayobj import load_item
             ptr = _item_pointer(context, builder, aryty, args[0], signature.args[1:], args[1:])
             return load_item(context, builder, aryty, ptr)
         return sig, codegen
@@ -264,6 +312,7 @@ def _make_store(ndim):
         sig = types.void(arr, *rest)
 
         def codegen(context, builder, signature, args):
+            from numba.np.arrayobj import store_item
             aryty = signature.args[0]
             ptr = _item_pointer(context, builder, aryty, args[0], signature.args[1:-1],
                                 args[1:-1])

@@ -57,8 +57,7 @@ SUPER = 8         # blocks per parallel step, at most (scratch allocated once pe
 STEP_ELEMENTS = 65536     # logits per parallel step, at least (when there are SUPER blocks)
 
 
-@inline
-def rows_per_block(n):
+def block_rows(n):
     """Samples per block of the rows kernels, for rows of ``n`` classes.
 
     Blocks of about BLOCK_ELEMENTS logits, so that a few wide rows still
@@ -68,6 +67,12 @@ def rows_per_block(n):
     threads.
     """
     return min(ROWS_PER_BLOCK, max(1, BLOCK_ELEMENTS // max(n, 1)))
+
+
+# The kernels' copy. Python callers (the API sizing the partial-sum array) use
+# ``block_rows`` itself: an uncached jitted call from Python would compile in
+# every fresh process.
+rows_per_block = inline(block_rows)
 
 
 @inline
