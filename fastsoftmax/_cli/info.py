@@ -183,7 +183,8 @@ def _cache_loading():
         return "none (NUMBA_DISABLE_JIT: kernels run as Python)"
     if _jit.LEAN_CACHE_LOAD:
         return "lean (cached kernels load without Numba's context refresh)"
-    return "Numba's own (full context refresh; lean loading is checked on numba 0.60-0.68)"
+    checked = ", ".join("%d.%d" % v for v in _jit.LEAN_LOAD_CHECKED)
+    return f"Numba's own (full context refresh; lean loading is checked on numba {checked})"
 
 
 def run(args):

@@ -82,12 +82,17 @@ def _package_stamp():
     return h.hexdigest()
 
 
+# Numba releases (major, minor) on which the lean cache load was checked:
+# tests/test_cache.py loads every kernel variant in fresh processes, both ways,
+# and compares the bits. Add a release here after that test passes on it.
+LEAN_LOAD_CHECKED = ((0, 68),)
+
+
 def _lean_load_supported(caching):
     """Whether ``load_overload`` below may skip Numba's context refresh.
 
-    Only on the Numba releases it was checked against (tests/test_cache.py
-    loads every kernel variant in a fresh process and compares the bits):
-    which symbols a refresh registers is Numba's internal business.
+    Only on the releases in LEAN_LOAD_CHECKED: which symbols a refresh
+    registers is Numba's internal business and may change.
     """
     import numba
     try:
@@ -95,7 +100,7 @@ def _lean_load_supported(caching):
         from numba.core.runtime import rtsys
     except (ImportError, ValueError):  # pragma: no cover
         return False
-    return ((0, 60) <= version <= (0, 68) and hasattr(rtsys, "initialize")
+    return (version in LEAN_LOAD_CHECKED and hasattr(rtsys, "initialize")
             and all(hasattr(caching.FunctionCache, n)
                     for n in ("_load_overload", "_guard_against_spurious_io_errors")))
 
