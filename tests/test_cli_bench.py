@@ -376,12 +376,27 @@ def test_warmup_covers_every_public_function():
         assert any(needle in label for label in labels), needle
 
 
+def test_warmup_writes_bytecode_even_when_python_would_not(tmp_path, monkeypatch):
+    import importlib.util
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    for f in (pkg / "a.py", pkg / "sub" / "b.py"):
+        f.write_text("X = 1\n")
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    assert warmup.write_bytecode(str(pkg))
+    for f in (pkg / "a.py", pkg / "sub" / "b.py"):
+        assert os.path.exists(importlib.util.cache_from_source(str(f))), f
+    (pkg / "c.py").write_text("def broken(:\n")           # one module that cannot compile
+    assert not warmup.write_bytecode(str(pkg))
+
+
 @pytest.mark.slow
 def test_warmup_runs_and_fills_the_cache():
     r = run_cli("warmup", timeout=1800)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "float32:" in r.stdout and "float64:" in r.stdout and "total:" in r.stdout
     assert "fresh process, import fastsoftmax + first softmax call:" in r.stdout
+    assert "bytecode: the package's modules are byte-compiled" in r.stdout
     # a second run only loads from the cache: it must still succeed
     r = run_cli("warmup", "--dtypes", "float32", "--no-check", timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
