@@ -19,6 +19,14 @@ HAVE_MPMATH = importlib.util.find_spec("mpmath") is not None
 FLOATS = (np.float32, np.float64)
 
 
+def result_arrays(value):
+    """A public function's result as a flat list of arrays (losses return
+    tuples, some of them nested, and scalars)."""
+    if isinstance(value, tuple):
+        return [a for v in value for a in result_arrays(v)]
+    return [np.asarray(value)]
+
+
 def wide_dtype(dt):
     return np.float64 if np.dtype(dt) == np.float32 else np.longdouble
 

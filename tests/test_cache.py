@@ -20,11 +20,11 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 
 from fastsoftmax._cli.warmup import calls
 from fastsoftmax._kernels import _jit
+from _helpers import result_arrays
 
 pytestmark = pytest.mark.skipif(_jit.PYTHON_MODE, reason="needs compiled kernels")
 
@@ -51,13 +51,6 @@ _CHILD = textwrap.dedent("""
 """).replace("DTYPES", repr(DTYPES))
 
 
-def _arrays(value):
-    """A call's result as a list of arrays (losses return tuples and scalars)."""
-    if isinstance(value, tuple):
-        return [a for v in value for a in _arrays(v)]
-    return [np.asarray(value)]
-
-
 def _child(tmp_path, how):
     path = tmp_path / f"{how}.pkl"
     env = dict(os.environ)
@@ -80,7 +73,7 @@ def test_lean_cache_load_gives_the_bits_numba_own_load_gives(tmp_path):
     assert not lean_refreshed, "the lean child refreshed Numba's contexts"
     assert set(lean) == set(full)
     for label, value in lean.items():
-        mine, theirs = _arrays(value), _arrays(full[label])
+        mine, theirs = result_arrays(value), result_arrays(full[label])
         assert len(mine) == len(theirs), label
         for a, b in zip(mine, theirs):
             assert a.dtype == b.dtype and a.shape == b.shape, label

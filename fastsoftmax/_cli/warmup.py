@@ -18,6 +18,7 @@ softmax call).
 """
 
 import math
+import os
 import sys
 import time
 
@@ -209,7 +210,6 @@ def run(args):
     slow.sort(reverse=True)
     if slow and slow[0][0] > 0.5:
         print("slowest: " + "; ".join(f"{lab} {s:.1f} s" for s, lab in slow[:3]))
-    import os
     ok = write_bytecode(os.path.dirname(os.path.abspath(fastsoftmax.__file__)))
     print("bytecode: " + ("the package's modules are byte-compiled" if ok else
                           "could not write the package's .pyc files (read-only install?)"))
