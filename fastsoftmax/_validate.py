@@ -135,6 +135,12 @@ def check_z_loss(value):
 
 
 def _real(value, name):
+    if type(value) is float or type(value) is int:
+        # the common case, without the abstract-class check (1 us per call)
+        v = float(value)
+        if v != v:
+            raise ValueError(f"{name} must be a real number, got {value!r}")
+        return v
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a real number, got {value!r}")
     v = float(value)

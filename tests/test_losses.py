@@ -279,3 +279,77 @@ def test_class_axis_anywhere(rng, axis):
     np.testing.assert_allclose(loss.reshape(-1), l2, rtol=1e-13)
     np.testing.assert_allclose(np.moveaxis(g, axis, -1).reshape(-1, c), g2, rtol=1e-12,
                                atol=1e-16)
+
+
+def _general_path(monkeypatch):
+    from fastsoftmax._api import losses as api_losses
+    monkeypatch.setattr(api_losses, "_ce_fast", lambda *args: None)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (4, 16), (23, 7), (5, 70), (3, 1000), (64, 1000)])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_common_call_fast_path_is_bit_identical(rng, monkeypatch, dtype, shape, reduction, axis):
+    """The common call (2-D logits, int64 indices, default options) skips the
+    general path's plumbing; its results must be those of the general path,
+    bit for bit, also with non-finite logits and grad_output. (64, 1000)
+    takes the parallel kernel."""
+    from fastsoftmax._api import losses as api_losses
+    x = (rng.normal(size=shape) * 5).astype(dtype)
+    if x.size > 4:
+        x.reshape(-1)[1] = np.inf
+        x[-1, 0] = -np.inf
+    if shape[0] > 2:
+        x[1, -1] = np.nan
+    t = rng.integers(0, shape[1], shape[0])
+    taken = []
+    real_fast = api_losses._ce_fast
+
+    def spy(*args):
+        res = real_fast(*args)
+        taken.append(res is not None)
+        return res
+    monkeypatch.setattr(api_losses, "_ce_fast", spy)
+    fast = [fs.cross_entropy(x, t, axis, reduction=reduction),
+            *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction),
+            *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction, grad_output=2.5)]
+    assert taken == [True, True, True]
+    _general_path(monkeypatch)
+    slow = [fs.cross_entropy(x, t, axis, reduction=reduction),
+            *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction),
+            *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction, grad_output=2.5)]
+    for a, b in zip(fast, slow, strict=True):
+        assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+        assert np.array_equal(np.signbit(a), np.signbit(b))
+
+
+@pytest.mark.parametrize("call", [
+    dict(target_dtype=np.int32), dict(weight=True), dict(ignore_index=-1),
+    dict(label_smoothing=0.1), dict(z_loss=1e-4), dict(reduction="none"),
+    dict(fortran=True), dict(readonly=True), dict(axis=np.int64(-1)),
+    dict(label_smoothing=np.float64(0.0))])
+def test_calls_outside_the_fast_path_match_the_general_path(rng, monkeypatch, call):
+    """Every way out of the fast path gives the general path's result."""
+    x = rng.normal(size=(9, 6))
+    t = rng.integers(0, 6, 9).astype(call.get("target_dtype", np.int64))
+    if call.get("fortran"):
+        x = np.asfortranarray(x)
+    if call.get("readonly"):
+        x.flags.writeable = False
+    kw = {k: call[k] for k in ("ignore_index", "label_smoothing", "z_loss", "reduction", "axis")
+          if k in call}
+    if call.get("weight"):
+        kw["weight"] = rng.random(6)
+    got = fs.cross_entropy_with_grad(x, t, **kw)
+    _general_path(monkeypatch)
+    want = fs.cross_entropy_with_grad(x, t, **kw)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fast_path_bad_target_raises_the_general_error(rng):
+    x = rng.normal(size=(3, 4)).astype(np.float32)
+    with pytest.raises(IndexError, match=r"target 4 at position \(2,\) is out of range"):
+        fs.cross_entropy(x, np.array([0, 1, 4]))

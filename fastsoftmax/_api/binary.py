@@ -4,7 +4,7 @@ import numpy as np
 
 from .._kernels import elementwise as ek
 from .._validate import as_array, check_out, check_reduction
-from ._common import Plan, cast, prepare, run_blocks, scalar_as, target_for
+from ._common import Plan, accurate_sum, cast, prepare, run_blocks, scalar_as, target_for
 
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
 
@@ -86,7 +86,7 @@ def _bce(logits, target, weight, pos_weight, reduction, want_grad, grad_output=1
         value = plan.to_user(loss.reshape(plan.work.shape))
         value = cast(value.reshape(a.shape), rdt)
     else:
-        total = ek.compensated_sum(part.reshape(-1)) if size else 0.0
+        total = accurate_sum(part) if size else 0.0
         if reduction == "mean":
             total = total / size if size else 0.0
         value = scalar_as(total, rdt)

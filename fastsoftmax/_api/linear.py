@@ -2,11 +2,10 @@
 
 import numpy as np
 
-from .._kernels import elementwise as ek
 from .._kernels import losses as lk
 from .._validate import (as_array, check_label_smoothing, check_reduction, check_z_loss,
                          float_policy)
-from ._common import cast, run_blocks, scalar_as
+from ._common import accurate_sum, cast, run_blocks, scalar_as
 from .losses import _check_ignore, check_weight
 
 # default block: this many logits at a time (64 MiB of float32); fewer, larger blocks
@@ -102,7 +101,7 @@ def linear_cross_entropy(hidden, linear_weight, target, *, linear_bias=None, wei
             raise ValueError(f"linear_bias has shape {b.shape}; expected ({v},)")
         b = np.ascontiguousarray(b, dtype=cdt)
     cw = check_weight(weight, v)
-    wsum = ek.compensated_sum(cw) if cw.size else float(v)
+    wsum = accurate_sum(cw) if cw.size else float(v)
     t = as_array(target)
     if t.dtype.kind not in "biuf":
         raise TypeError(f"target has dtype {t.dtype}; targets must be class indices or "
@@ -183,8 +182,8 @@ def linear_cross_entropy(hidden, linear_weight, target, *, linear_bias=None, wei
     if reduction == "none":
         loss = cast(loss_rows.reshape(batch), rdt)
     else:
-        ce = ek.compensated_sum(np.concatenate(ce_parts)) if ce_parts else 0.0
-        zp = ek.compensated_sum(np.concatenate(zp_parts)) if zp_parts else 0.0
+        ce = accurate_sum(np.concatenate(ce_parts)) if ce_parts else 0.0
+        zp = accurate_sum(np.concatenate(zp_parts)) if zp_parts else 0.0
         if reduction == "mean":
             if kind == lk.KIND_INDEX:
                 ce = ce / wt_sum if wt_sum else 0.0

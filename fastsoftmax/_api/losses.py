@@ -2,11 +2,10 @@
 
 import numpy as np
 
-from .._kernels import elementwise as ek
 from .._kernels import losses as lk
 from .._validate import (as_array, check_ignore_index, check_label_smoothing, check_out,
                          check_reduction, check_z_loss, normalize_axis)
-from ._common import Plan, cast, prepare, run_blocks, scalar_as, target_for
+from ._common import Plan, accurate_sum, cast, prepare, run_blocks, scalar_as, target_for
 
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -140,8 +139,8 @@ def _scales(reduction, tg, grad_output):
 
 def _reduce(reduction, tg, part):
     """The "mean" or "sum" from the kernels' per-block partial sums (fixed order)."""
-    ce = ek.compensated_sum(np.ascontiguousarray(part[:, :2]).reshape(-1))
-    zp = ek.compensated_sum(np.ascontiguousarray(part[:, 2:]).reshape(-1))
+    ce = accurate_sum(part[:, :2])
+    zp = accurate_sum(part[:, 2:])
     if reduction == "sum":
         return ce + zp
     if tg.kind == lk.KIND_INDEX:
@@ -153,8 +152,63 @@ def _reduce(reduction, tg, part):
     return ce + zp
 
 
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_NO_DIST = {dt: np.empty((1, 1), dt) for dt in _FAST_DTYPES}
+_NO_GRAD = {dt: np.empty((1, 1), dt) for dt in _FAST_DTYPES}
+
+
+def _ce_fast(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
+             want_grad, grad_output, out, inplace):
+    """The common call, without the general path's plumbing; None when it does not apply.
+
+    The common call: (N, C) C-contiguous float32/float64 logits with the class
+    axis last, (N,) int64 class indices, every option at its default and a
+    "mean" or "sum" reduction. Its Python overhead was 25 of the 30 us a
+    (4, 16) loss took. The same kernels get the same arguments as in ``_ce``,
+    so results are bit-identical (tests/test_losses.py checks it); anything
+    else, and every error, takes the general path.
+    """
+    # types first: an == on an array argument would not give a plain bool
+    if not (type(logits) is np.ndarray and type(target) is np.ndarray
+            and type(axis) is int and type(ignore_index) is int and type(reduction) is str
+            and type(label_smoothing) in (float, int) and type(z_loss) in (float, int)
+            and (not want_grad or type(grad_output) in (float, int))
+            and weight is None and out is None and inplace is False
+            and logits.ndim == 2 and (axis == -1 or axis == 1) and ignore_index == -100
+            and label_smoothing == 0.0 and z_loss == 0.0
+            and (reduction == "mean" or reduction == "sum")):
+        return None
+    dt = logits.dtype
+    R, n = logits.shape
+    if (dt not in _FAST_DTYPES or not dt.isnative or not logits.flags.c_contiguous
+            or not logits.flags.writeable or target.dtype != np.int64
+            or target.shape != (R,) or not target.flags.c_contiguous
+            or not target.flags.writeable or R == 0 or n == 0):
+        return None
+    bad, cnt, wsum_t = lk.scan_targets(target, -100, n, _EMPTY_F64)
+    if bad >= 0:
+        return None      # the general path raises the IndexError
+    tg = Targets()
+    tg.kind = lk.KIND_INDEX
+    tg.count = cnt
+    tg.wsum = wsum_t
+    tg.n_samples = R
+    alpha, beta = _scales(reduction, tg, float(grad_output) if want_grad else 1.0)
+    part = np.zeros((-(-R // lk.block_rows(n)), 4))
+    grad = np.empty((R, n), dt) if want_grad else _NO_GRAD[dt]
+    run_blocks(lk.ce_rows, lk.ce_rows_parallel, logits.size, logits, lk.KIND_INDEX, target,
+               _NO_DIST[dt], _EMPTY_F64, float(n), -100, 0.0, 0.0, want_grad, grad, _EMPTY_F64,
+               alpha, beta, _EMPTY_F64, part)
+    loss = scalar_as(_reduce(reduction, tg, part), dt)
+    return (loss, grad) if want_grad else loss
+
+
 def _ce(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
         want_grad, grad_output=1.0, out=None, inplace=False):
+    res = _ce_fast(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
+                   z_loss, want_grad, grad_output, out, inplace)
+    if res is not None:
+        return res
     check_reduction(reduction)
     eps = check_label_smoothing(label_smoothing)
     z = check_z_loss(z_loss)
@@ -174,7 +228,7 @@ def _ce(logits, target, axis, weight, ignore_index, reduction, label_smoothing, 
     plan = Plan(a, ax, cdt)
     tg = prepare_targets(target, a.shape, ax, a.ndim, n, plan, cdt, w, ig)
     sample_shape = _per_sample_shape(a.shape, ax, a.ndim)
-    wsum = ek.compensated_sum(w) if w.size else float(n)
+    wsum = accurate_sum(w) if w.size else float(n)
     go = _grad_output(grad_output, reduction, sample_shape) if want_grad else 1.0
     alpha, beta = _scales(reduction, tg, go if reduction != "none" else 1.0)
     rows = plan.inner == 1
@@ -383,7 +437,7 @@ def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100, redu
             lk.nll_dist(lp, q, w, loss_rows.reshape(-1))
     if reduction == "none":
         return cast(plan.to_user(loss_rows).reshape(sample_shape), rdt)
-    total = ek.compensated_sum(loss_rows.reshape(-1)) if loss_rows.size else 0.0
+    total = accurate_sum(loss_rows) if loss_rows.size else 0.0
     if reduction == "mean":
         denom = tg.wsum if tg.kind == lk.KIND_INDEX else tg.n_samples
         total = total / denom if denom else 0.0
