@@ -448,3 +448,73 @@ def test_sigmoid_with_loss_backward(kind, dout):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider"]))
+
+
+# ------------------------------------------------- the backward's common-call path
+def _backward_general_path(monkeypatch):
+    from fastsoftmax._api import backward as api_backward
+    monkeypatch.setattr(api_backward, "_backward_fast", lambda *args: None)
+
+
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (4, 16), (7, 300), (64, 1000), (0, 5), (3, 0)])
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_backward_fast_path_is_bit_identical(rng, monkeypatch, name, dtype, shape, axis):
+    """The common call (two C-contiguous arrays of one float dtype, classes last,
+    no out=) skips the general path's plumbing; results must be bit-identical,
+    also with non-finite entries and with grad and y the same array.
+    (64, 1000) takes the parallel kernel."""
+    from fastsoftmax._api import backward as api_backward
+    f = getattr(fs, name)
+    x = (rng.normal(size=shape) * 4).astype(dtype)
+    y = fs.softmax(x) if name == "softmax_backward" else fs.log_softmax(x)
+    g = rng.normal(size=shape).astype(dtype)
+    if x.size > 4:
+        g.reshape(-1)[2] = np.inf
+        g.reshape(-1)[-1] = np.nan
+    taken = []
+    real_fast = api_backward._backward_fast
+
+    def spy(*args):
+        res = real_fast(*args)
+        taken.append(res is not None)
+        return res
+    monkeypatch.setattr(api_backward, "_backward_fast", spy)
+    fast = [f(g, y, axis), f(y, y, axis)]
+    assert taken == [True, True]
+    _backward_general_path(monkeypatch)
+    slow = [f(g, y, axis), f(y, y, axis)]
+    for a, b in zip(fast, slow, strict=True):
+        assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("call", ["out", "axis0", "3d", "mixed", "fortran", "readonly",
+                                  "np_axis", "list"])
+def test_backward_calls_outside_the_fast_path_match_the_general_path(rng, monkeypatch, call):
+    """Every way out of the backward's fast path gives the general path's result."""
+    shape = (2, 5, 6) if call == "3d" else (5, 6)
+    y = fs.softmax(rng.normal(size=shape))
+    g = rng.normal(size=shape)
+    kw = {}
+    if call == "out":
+        kw["out"] = np.empty(shape)
+    elif call == "axis0":
+        kw["axis"] = 0
+    elif call == "np_axis":
+        kw["axis"] = np.int64(-1)
+    elif call == "mixed":
+        g = g.astype(np.float32)
+    elif call == "fortran":
+        y = np.asfortranarray(y)
+    elif call == "readonly":
+        y.flags.writeable = False
+    elif call == "list":
+        g = g.tolist()
+    got = fs.softmax_backward(g, y, **kw).copy()
+    _backward_general_path(monkeypatch)
+    if "out" in kw:
+        kw["out"] = np.empty(shape)
+    want = fs.softmax_backward(g, y, **kw)
+    np.testing.assert_array_equal(got, want)
