@@ -27,6 +27,30 @@ def result_arrays(value):
     return [np.asarray(value)]
 
 
+def through_both_paths(monkeypatch, module, name, calls):
+    """Results of ``calls()`` through a fast path and through the general path.
+
+    ``module.name`` is a fast path: it returns None when it does not apply and
+    the caller then takes the general path. ``calls`` (no arguments) returns a
+    list of results. Returns ``(taken, fast, general)``: per call into the
+    fast path whether it applied, the results with the fast path in place,
+    and the results with it disabled.
+    """
+    real = getattr(module, name)
+    taken = []
+
+    def spy(*args):
+        res = real(*args)
+        taken.append(res is not None)
+        return res
+    monkeypatch.setattr(module, name, spy)
+    fast = calls()
+    monkeypatch.setattr(module, name, lambda *args: None)
+    general = calls()
+    monkeypatch.setattr(module, name, real)
+    return taken, fast, general
+
+
 def wide_dtype(dt):
     return np.float64 if np.dtype(dt) == np.float32 else np.longdouble
 

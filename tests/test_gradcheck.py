@@ -22,6 +22,8 @@ from fastsoftmax.layers import LogSoftmax, Sigmoid, SigmoidWithLoss, Softmax, So
 from fastsoftmax.testing import (check_grad, check_jvp, check_vjp, max_relative_difference,
                                  numerical_grad, numerical_jacobian, numerical_jvp)
 
+from _helpers import through_both_paths
+
 RTOL = 1e-5          # a correct gradient shows 1e-6 or less (usually ~1e-9), a wrong one O(1)
 SHAPE = (3, 4, 5)    # axis -1: 12 rows of 5 classes; axis 1: 15 rows of 4 classes (lanes kernel)
 AXES = (-1, 1)
@@ -473,18 +475,9 @@ def test_backward_fast_path_is_bit_identical(rng, monkeypatch, name, dtype, shap
     if x.size > 4:
         g.reshape(-1)[2] = np.inf
         g.reshape(-1)[-1] = np.nan
-    taken = []
-    real_fast = api_backward._backward_fast
-
-    def spy(*args):
-        res = real_fast(*args)
-        taken.append(res is not None)
-        return res
-    monkeypatch.setattr(api_backward, "_backward_fast", spy)
-    fast = [f(g, y, axis), f(y, y, axis)]
+    taken, fast, slow = through_both_paths(monkeypatch, api_backward, "_backward_fast",
+                                           lambda: [f(g, y, axis), f(y, y, axis)])
     assert taken == [True, True]
-    _backward_general_path(monkeypatch)
-    slow = [f(g, y, axis), f(y, y, axis)]
     for a, b in zip(fast, slow, strict=True):
         assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_array_equal(a, b)

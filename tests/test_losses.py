@@ -7,6 +7,8 @@ import pytest
 import fastsoftmax as fs
 import fastsoftmax.reference as ref
 
+from _helpers import through_both_paths
+
 try:
     import torch
     import torch.nn.functional as F
@@ -305,22 +307,11 @@ def test_common_call_fast_path_is_bit_identical(rng, monkeypatch, dtype, shape, 
     t = rng.integers(0, shape[1], shape[0])
     if shape[0] > 1:
         t[0] = -100          # ignored: the mean's denominator counts the rest
-    taken = []
-    real_fast = api_losses._ce_fast
-
-    def spy(*args):
-        res = real_fast(*args)
-        taken.append(res is not None)
-        return res
-    monkeypatch.setattr(api_losses, "_ce_fast", spy)
-    fast = [fs.cross_entropy(x, t, axis, reduction=reduction),
-            *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction),
-            *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction, grad_output=2.5)]
+    taken, fast, slow = through_both_paths(monkeypatch, api_losses, "_ce_fast", lambda: [
+        fs.cross_entropy(x, t, axis, reduction=reduction),
+        *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction),
+        *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction, grad_output=2.5)])
     assert taken == [True, True, True]
-    _general_path(monkeypatch)
-    slow = [fs.cross_entropy(x, t, axis, reduction=reduction),
-            *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction),
-            *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction, grad_output=2.5)]
     for a, b in zip(fast, slow, strict=True):
         assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_array_equal(a, b)
