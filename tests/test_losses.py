@@ -312,6 +312,13 @@ def test_common_call_fast_path_is_bit_identical(rng, monkeypatch, dtype, shape, 
         *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction),
         *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction, grad_output=2.5)])
     assert taken == [True, True, True]
+    if shape == (4, 16):    # negative zeros for the options take the fast path too
+        kw = dict(reduction=reduction, label_smoothing=-0.0, z_loss=-0.0)
+        taken0, fast0, slow0 = through_both_paths(monkeypatch, api_losses, "_ce_fast", lambda: [
+            fs.cross_entropy(x, t, axis, **kw), *fs.cross_entropy_with_grad(x, t, axis, **kw)])
+        assert taken0 == [True, True]
+        fast += fast0
+        slow += slow0
     for a, b in zip(fast, slow, strict=True):
         assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape
         np.testing.assert_array_equal(a, b)

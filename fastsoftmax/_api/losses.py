@@ -196,9 +196,10 @@ def _ce_fast(logits, target, axis, weight, ignore_index, reduction, label_smooth
     alpha, beta = _scales(reduction, tg, float(grad_output) if want_grad else 1.0)
     part = np.zeros((-(-R // lk.block_rows(n)), 4))
     grad = np.empty((R, n), dt) if want_grad else _NO_GRAD[dt]
+    # the options as the general path passes them (a -0.0 stays -0.0)
     run_blocks(lk.ce_rows, lk.ce_rows_parallel, logits.size, logits, lk.KIND_INDEX, target,
-               _NO_DIST[dt], _EMPTY_F64, float(n), -100, 0.0, 0.0, want_grad, grad, _EMPTY_F64,
-               alpha, beta, _EMPTY_F64, part)
+               _NO_DIST[dt], _EMPTY_F64, float(n), ignore_index, float(label_smoothing),
+               float(z_loss), want_grad, grad, _EMPTY_F64, alpha, beta, _EMPTY_F64, part)
     loss = scalar_as(_reduce(reduction, tg, part), dt)
     return (loss, grad) if want_grad else loss
 
