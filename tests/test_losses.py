@@ -353,3 +353,23 @@ def test_fast_path_bad_target_raises_the_general_error(rng):
     x = rng.normal(size=(3, 4)).astype(np.float32)
     with pytest.raises(IndexError, match=r"target 4 at position \(2,\) is out of range"):
         fs.cross_entropy(x, np.array([0, 1, 4]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (4, 16), (23, 7), (64, 1000)])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_nll_loss_fast_path_is_bit_identical(rng, monkeypatch, dtype, shape, reduction):
+    """nll_loss's common call (as cross-entropy's: _index_call) matches the general
+    path bit for bit, with an ignored label and a -inf log-probability."""
+    from fastsoftmax._api import losses as api_losses
+    lp = fs.log_softmax((rng.normal(size=shape) * 5).astype(dtype))
+    lp[0, 0] = -np.inf
+    t = rng.integers(0, shape[1], shape[0])
+    if shape[0] > 1:
+        t[-1] = -100
+    taken, fast, slow = through_both_paths(monkeypatch, api_losses, "_index_call", lambda: [
+        fs.nll_loss(lp, t, reduction=reduction), fs.nll_loss(lp, t, 1, reduction=reduction)])
+    assert taken == [True, True]
+    for a, b in zip(fast, slow, strict=True):
+        assert type(a) is type(b) and a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)

@@ -157,34 +157,49 @@ _NO_DIST = {dt: np.empty((1, 1), dt) for dt in _FAST_DTYPES}
 _NO_GRAD = {dt: np.empty((1, 1), dt) for dt in _FAST_DTYPES}
 
 
-def _ce_fast(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
-             want_grad, grad_output, out, inplace):
-    """The common call, without the general path's plumbing; None when it does not apply.
+def _index_call(x, target, axis, weight, ignore_index, reduction):
+    """``(dtype, N, C)`` when a loss call is the common one, else None.
 
-    The common call: (N, C) C-contiguous float32/float64 logits with the class
-    axis last, (N,) int64 class indices, every option at its default and a
-    "mean" or "sum" reduction. Its Python overhead was 25 of the 30 us a
-    (4, 16) loss took. The same kernels get the same arguments as in ``_ce``,
-    so results are bit-identical (tests/test_losses.py checks it); anything
-    else, and every error, takes the general path.
+    The common call: (N, C) C-contiguous, writeable float32/float64 scores
+    with the class axis last, (N,) C-contiguous int64 class indices, no
+    weights, the default ``ignore_index`` and a "mean" or "sum" reduction.
+    Such calls skip the general path's plumbing (``_ce_fast``,
+    ``_nll_fast``) and give the same kernels the same arguments, so their
+    results are bit-identical (tests/test_losses.py checks it).
     """
     # types first: an == on an array argument would not give a plain bool
-    if not (type(logits) is np.ndarray and type(target) is np.ndarray
-            and type(axis) is int and type(ignore_index) is int and type(reduction) is str
-            and type(label_smoothing) in (float, int) and type(z_loss) in (float, int)
-            and (not want_grad or type(grad_output) in (float, int))
-            and weight is None and out is None and inplace is False
-            and logits.ndim == 2 and (axis == -1 or axis == 1) and ignore_index == -100
-            and label_smoothing == 0.0 and z_loss == 0.0
+    if not (type(x) is np.ndarray and type(target) is np.ndarray and type(axis) is int
+            and type(ignore_index) is int and type(reduction) is str and weight is None
+            and x.ndim == 2 and (axis == -1 or axis == 1) and ignore_index == -100
             and (reduction == "mean" or reduction == "sum")):
         return None
-    dt = logits.dtype
-    R, n = logits.shape
-    if (dt not in _FAST_DTYPES or not dt.isnative or not logits.flags.c_contiguous
-            or not logits.flags.writeable or target.dtype != np.int64
-            or target.shape != (R,) or not target.flags.c_contiguous
-            or not target.flags.writeable or R == 0 or n == 0):
+    dt = x.dtype
+    R, n = x.shape
+    if (dt not in _FAST_DTYPES or not x.flags.c_contiguous or not x.flags.writeable
+            or target.dtype != np.int64 or target.shape != (R,)
+            or not target.flags.c_contiguous or not target.flags.writeable
+            or R == 0 or n == 0):
         return None
+    return dt, R, n
+
+
+def _ce_fast(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
+             want_grad, grad_output, out, inplace):
+    """The common call (``_index_call``) with label_smoothing and z_loss at 0 and no
+    out= or inplace, without the general path's plumbing; None otherwise.
+
+    Its Python overhead was 25 of the 30 us a (4, 16) loss took; anything
+    else, and every error, takes the general path.
+    """
+    if not (type(label_smoothing) in (float, int) and type(z_loss) in (float, int)
+            and (not want_grad or type(grad_output) in (float, int))
+            and out is None and inplace is False
+            and label_smoothing == 0.0 and z_loss == 0.0):
+        return None
+    common = _index_call(logits, target, axis, weight, ignore_index, reduction)
+    if common is None:
+        return None
+    dt, R, n = common
     bad, cnt, wsum_t = lk.scan_targets(target, -100, n, _EMPTY_F64)
     if bad >= 0:
         return None      # the general path raises the IndexError
@@ -398,6 +413,20 @@ def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_inde
                True, grad_output=grad_output, out=out, inplace=inplace)
 
 
+def _nll_fast(log_probs, target, reduction, dt, R, n):
+    """nll_loss for the common call (``_index_call``); None for a bad target (the
+    general path raises)."""
+    bad, cnt, wsum = lk.scan_targets(target, -100, n, _EMPTY_F64)
+    if bad >= 0:
+        return None
+    loss_rows = np.empty(R, np.float64)
+    lk.nll_index(log_probs, target, _EMPTY_F64, -100, loss_rows)
+    total = accurate_sum(loss_rows)
+    if reduction == "mean":
+        total = total / wsum if wsum else 0.0
+    return scalar_as(total, dt)
+
+
 def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood of ``log_probs`` (e.g. a log_softmax output), as ``F.nll_loss``.
 
@@ -410,6 +439,11 @@ def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100, redu
     no contributing sample is 0.0. Only the targets' entries are read for
     index targets.
     """
+    common = _index_call(log_probs, target, axis, weight, ignore_index, reduction)
+    if common is not None:
+        res = _nll_fast(log_probs, target, reduction, *common)
+        if res is not None:
+            return res
     check_reduction(reduction)
     ig = _check_ignore(ignore_index)
     a, cdt, rdt = prepare(log_probs, "log_probs")
