@@ -19,7 +19,26 @@ import numpy as np
 
 from .. import _threads
 from .._kernels import elementwise as _ek
-from .._validate import as_array, check_out, check_where, float_policy, normalize_axis
+from .._validate import F32, F64, as_array, check_out, check_where, float_policy, normalize_axis
+
+
+NATIVE_FLOATS = (F32, F64)   # the dtypes the kernels compute in
+
+# Stand-ins for the array arguments a kernel call does not use (never written,
+# never read): (1, 1) "rows", (1, 1, 1) "lanes", and the empty (0,) / (0, 0)
+# that tell a kernel to skip an output.
+UNUSED = {dt: {"rows": np.empty((1, 1), dt), "lanes": np.empty((1, 1, 1), dt),
+               "rows_empty": np.empty(0, dt), "lanes_empty": np.empty((0, 0), dt)}
+          for dt in NATIVE_FLOATS}
+
+
+def usable_as_is(a, dtype, shape):
+    """Whether ``a`` reaches a kernel as it is: an ndarray of exactly ``dtype``
+    (native byte order) and ``shape``, C-contiguous and writeable, i.e. one
+    that ``Plan`` and ``_writeable_c`` would not copy (the common calls' short
+    paths test their operands with it)."""
+    return (type(a) is np.ndarray and a.dtype == dtype and a.shape == shape
+            and a.flags.c_contiguous and a.flags.writeable)
 
 
 class Plan:

@@ -4,19 +4,11 @@ import numpy as np
 
 from .._kernels import backward as bk
 from .._validate import as_array, check_same_shape, float_policy
-from ._common import Plan, run, scalar_result, target_for, user_axis
+from ._common import NATIVE_FLOATS, Plan, run, scalar_result, target_for, usable_as_is, user_axis
 
 
 def _compute_dtype(rdt):
     return np.dtype(np.float64) if rdt == np.float64 else np.dtype(np.float32)
-
-
-_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _fast_operand(a, dt, shape):
-    return (type(a) is np.ndarray and a.dtype == dt and a.shape == shape
-            and a.flags.c_contiguous and a.flags.writeable)
 
 
 def _backward_fast(grad, y, axis, out, mode):
@@ -32,8 +24,8 @@ def _backward_fast(grad, y, axis, out, mode):
             and (axis == -1 or axis == 1)):
         return None
     dt = y.dtype
-    if not (dt in _FAST_DTYPES and _fast_operand(y, dt, y.shape)
-            and _fast_operand(grad, dt, y.shape)):
+    if not (dt in NATIVE_FLOATS and usable_as_is(y, dt, y.shape)
+            and usable_as_is(grad, dt, y.shape)):
         return None
     dst = np.empty(y.shape, dt)
     if y.size:

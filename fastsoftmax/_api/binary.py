@@ -4,14 +4,12 @@ import numpy as np
 
 from .._kernels import elementwise as ek
 from .._validate import as_array, check_out, check_reduction
-from ._common import Plan, accurate_sum, cast, prepare, run_blocks, scalar_as, target_for
-
-_EMPTY = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
+from ._common import UNUSED, Plan, accurate_sum, cast, prepare, run_blocks, scalar_as, target_for
 
 
 def _broadcast_param(value, name, shape, plan, cdt):
     if value is None:
-        return _EMPTY[cdt]
+        return UNUSED[cdt]["rows_empty"]
     v = as_array(value)
     if v.dtype.kind not in "biuf":
         raise TypeError(f"{name} has dtype {v.dtype}; it must be real-valued")
@@ -78,7 +76,7 @@ def _bce(logits, target, weight, pos_weight, reduction, want_grad, grad_output=1
             dst, finish = target_for(out, plan, a.shape, cdt, rdt, others=(tw, w, pw))
         grad = dst.reshape(-1)
     else:
-        grad = _EMPTY[cdt]
+        grad = UNUSED[cdt]["rows_empty"]
     if size:
         run_blocks(ek.bce_flat, ek.bce_flat_parallel, size, plan.work.reshape(-1), tw, w, pw,
                    want_grad, grad, gscale, alpha, loss, part)

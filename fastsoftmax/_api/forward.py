@@ -6,14 +6,9 @@ import numpy as np
 
 from .._kernels import forward as fk
 from .._kernels import jacobian as jk
-from .._validate import F64, check_out, check_temperature
-from ._common import (PARALLEL_MIN_ELEMENTS, Plan, _prod, cast, prepare, run, scalar_result,
-                      target_for, thread_scratch, user_axis)
-
-# never-written stand-ins for the arrays a mode does not use
-_DUMMY = {dt: {"rows_out": np.empty((1, 1), dt), "lanes_out": np.empty((1, 1, 1), dt),
-               "rows_lse": np.empty(0, dt), "lanes_lse": np.empty((0, 0), dt)}
-          for dt in (np.dtype(np.float32), np.dtype(np.float64))}
+from .._validate import F32, F64, check_out, check_temperature
+from ._common import (PARALLEL_MIN_ELEMENTS, UNUSED, Plan, _prod, cast, prepare, run,
+                      scalar_result, target_for, thread_scratch, usable_as_is, user_axis)
 
 
 def _temperature(temperature):
@@ -38,11 +33,11 @@ def _run_forward(plan, mask, th, tl, out_arr, lse_arr, mode):
     rows = plan.inner == 1
     xin = plan.kernel_view(plan.work)
     if out_arr is None:
-        out_v = _DUMMY[cdt]["rows_out" if rows else "lanes_out"]
+        out_v = UNUSED[cdt]["rows" if rows else "lanes"]
     else:
         out_v = plan.kernel_view(out_arr)
     if lse_arr is None:
-        lse_v = _DUMMY[cdt]["rows_lse" if rows else "lanes_lse"]
+        lse_v = UNUSED[cdt]["rows_empty" if rows else "lanes_empty"]
     else:
         lse_v = lse_arr.reshape(plan.outer) if rows else lse_arr.reshape(plan.outer, plan.inner)
     if rows:
@@ -53,18 +48,15 @@ def _run_forward(plan, mask, th, tl, out_arr, lse_arr, mode):
             xin, mask, th, tl, out_v, lse_v, mode, scratch_words=fk.SCRATCH_WORDS)
 
 
-_F32 = np.dtype(np.float32)
-_F64 = np.dtype(np.float64)
 _NO_SCRATCH = np.empty(0)
-_ONE = {_F32: np.float32(1), _F64: np.float64(1)}
-_ZERO = {_F32: np.float32(0), _F64: np.float64(0)}
+_ONE = {F32: np.float32(1), F64: np.float64(1)}
+_ZERO = {F32: np.float32(0), F64: np.float64(0)}
 
 
 def _fast_out_ok(out, x):
     """out can be written directly: same dtype and shape, C-contiguous, writeable,
     and the input itself or not overlapping it."""
-    return (type(out) is np.ndarray and out.dtype is x.dtype and out.shape == x.shape
-            and out.flags.c_contiguous and out.flags.writeable
+    return (usable_as_is(out, x.dtype, x.shape)
             and (out is x or not np.may_share_memory(out, x)))
 
 
@@ -85,7 +77,7 @@ def _fast_axis(x, axis):
     """The class axis (made non-negative) when softmax/log_softmax can take the
     lean path, else -1: a C-contiguous, non-empty float32/float64 ndarray of at
     least one dimension and an int axis in range."""
-    if (type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64) and x.size
+    if (type(x) is np.ndarray and (x.dtype is F32 or x.dtype is F64) and x.size
             and x.flags.c_contiguous and type(axis) is int and -x.ndim <= axis < x.ndim):
         return axis % x.ndim
     return -1
@@ -108,12 +100,12 @@ def _fast_forward(x, ax, mode, out):
             y2 = y
         if x.size < PARALLEL_MIN_ELEMENTS:
             # (tiny arrays run in scalar code without scratch: skip the lookup)
-            fk.forward_rows_simple(x, y2, _DUMMY[x.dtype]["rows_lse"], mode,
+            fk.forward_rows_simple(x, y2, UNUSED[x.dtype]["rows_empty"], mode,
                                    _NO_SCRATCH if x.size <= fk.TINY
                                    else thread_scratch(fk.SCRATCH_WORDS))
         else:
             run(fk.forward_rows, fk.forward_rows_parallel, x.size, x, None, _ONE[x.dtype],
-                _ZERO[x.dtype], y2, _DUMMY[x.dtype]["rows_lse"], mode,
+                _ZERO[x.dtype], y2, UNUSED[x.dtype]["rows_empty"], mode,
                 scratch_words=fk.SCRATCH_WORDS)
     else:
         if x.ndim == 3 and ax == 1:
@@ -123,7 +115,7 @@ def _fast_forward(x, ax, mode, out):
             lanes = (x.size // (n * _prod(x.shape[ax + 1:])), n, -1)
             xv, yv = x.reshape(lanes), y.reshape(lanes)
         run(fk.forward_lanes, fk.forward_lanes_parallel, x.size, xv, None, _ONE[x.dtype],
-            _ZERO[x.dtype], yv, _DUMMY[x.dtype]["lanes_lse"], mode,
+            _ZERO[x.dtype], yv, UNUSED[x.dtype]["lanes_empty"], mode,
             scratch_words=fk.SCRATCH_WORDS)
     return y
 
@@ -208,9 +200,9 @@ def logsumexp(x, axis=-1, *, where=None, keepdims=False, out=None):
             and x.size < PARALLEL_MIN_ELEMENTS):
         x2 = x if x.ndim == 2 else x.reshape(1, -1)
         lse = np.empty(x2.shape[0], x.dtype)
-        fk.forward_rows_simple(x2, _DUMMY[x.dtype]["rows_out"], lse, fk.MODE_LOGSUMEXP,
+        fk.forward_rows_simple(x2, UNUSED[x.dtype]["rows"], lse, fk.MODE_LOGSUMEXP,
                                thread_scratch(fk.SCRATCH_WORDS))
-        if x.dtype is _F32:
+        if x.dtype is F32:
             _lse_float64_rows(x2, None, lse)
         return lse if x.ndim == 2 else lse[0]
     a, cdt, rdt = prepare(x)
@@ -266,7 +258,7 @@ def _lse64(rows, mask):
     """logsumexp of the rows of a C-contiguous (R, C) float64 array."""
     lse = np.empty(rows.shape[0], F64)
     run(fk.forward_rows, fk.forward_rows_parallel, rows.size, rows, mask, _ONE[F64],
-        _ZERO[F64], _DUMMY[F64]["rows_out"], lse, fk.MODE_LOGSUMEXP,
+        _ZERO[F64], UNUSED[F64]["rows"], lse, fk.MODE_LOGSUMEXP,
         scratch_words=fk.SCRATCH_WORDS)
     return lse
 

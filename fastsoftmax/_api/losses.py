@@ -5,7 +5,8 @@ import numpy as np
 from .._kernels import losses as lk
 from .._validate import (as_array, check_ignore_index, check_label_smoothing, check_out,
                          check_reduction, check_z_loss, normalize_axis)
-from ._common import Plan, accurate_sum, cast, prepare, run_blocks, scalar_as, target_for
+from ._common import (NATIVE_FLOATS, UNUSED, Plan, accurate_sum, cast, prepare, run_blocks,
+                      scalar_as, target_for, usable_as_is)
 
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -152,11 +153,6 @@ def _reduce(reduction, tg, part):
     return ce + zp
 
 
-_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_NO_DIST = {dt: np.empty((1, 1), dt) for dt in _FAST_DTYPES}
-_NO_GRAD = {dt: np.empty((1, 1), dt) for dt in _FAST_DTYPES}
-
-
 def _index_call(x, target, axis, weight, ignore_index, reduction):
     """``(dtype, N, C)`` when a loss call is the common one, else None.
 
@@ -175,10 +171,8 @@ def _index_call(x, target, axis, weight, ignore_index, reduction):
         return None
     dt = x.dtype
     R, n = x.shape
-    if (dt not in _FAST_DTYPES or not x.flags.c_contiguous or not x.flags.writeable
-            or target.dtype != np.int64 or target.shape != (R,)
-            or not target.flags.c_contiguous or not target.flags.writeable
-            or R == 0 or n == 0):
+    if (dt not in NATIVE_FLOATS or not usable_as_is(x, dt, x.shape)
+            or not usable_as_is(target, np.int64, (R,)) or R == 0 or n == 0):
         return None
     return dt, R, n
 
@@ -210,10 +204,10 @@ def _ce_fast(logits, target, axis, weight, ignore_index, reduction, label_smooth
     tg.n_samples = R
     alpha, beta = _scales(reduction, tg, float(grad_output) if want_grad else 1.0)
     part = np.zeros((-(-R // lk.block_rows(n)), 4))
-    grad = np.empty((R, n), dt) if want_grad else _NO_GRAD[dt]
+    grad = np.empty((R, n), dt) if want_grad else UNUSED[dt]["rows"]
     # the options as the general path passes them (a -0.0 stays -0.0)
     run_blocks(lk.ce_rows, lk.ce_rows_parallel, logits.size, logits, lk.KIND_INDEX, target,
-               _NO_DIST[dt], _EMPTY_F64, float(n), ignore_index, float(label_smoothing),
+               UNUSED[dt]["rows"], _EMPTY_F64, float(n), ignore_index, float(label_smoothing),
                float(z_loss), want_grad, grad, _EMPTY_F64, alpha, beta, _EMPTY_F64, part)
     loss = scalar_as(_reduce(reduction, tg, part), dt)
     return (loss, grad) if want_grad else loss
