@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,28 @@ def test_time_callable_structure():
     assert len(calls) >= 1 + number * len(samples)
     best, number, samples = bench.time_callable(lambda: None, repeat=5, min_loop=0.0005)
     assert len(samples) == 5
+
+
+def test_time_interleaved_takes_turns():
+    # each callable records its name; after the untimed call and the calibration
+    # loops, the timed loops must alternate a, b, a, b, ...
+    seq = []
+    fns = {"a": lambda: seq.append("a"), "b": lambda: seq.append("b")}
+    timed = bench.time_interleaved(fns, repeat=4, min_loop=0.0005)
+    assert set(timed) == {"a", "b"}
+    for name, (best, number, samples) in timed.items():
+        assert len(samples) == 4 and best == min(samples) and number >= 1
+    na, nb = timed["a"][1], timed["b"][1]
+    # the last 3 rounds: `na` calls of a, then `nb` of b, each round
+    tail = seq[len(seq) - 3 * (na + nb):]
+    assert tail == (["a"] * na + ["b"] * nb) * 3
+    # a callable that is done drops out while the other keeps going
+    slow_calls = []
+    timed = bench.time_interleaved({"fast": lambda: None,
+                                    "slow": lambda: slow_calls.append(time.sleep(0.002))},
+                                   budget=0.05, min_loop=0.001)
+    assert len(timed["fast"][2]) >= 3 and len(timed["slow"][2]) >= 3
+    assert timed["slow"][0] >= 0.002
 
 
 def test_progress_bar_lines():

@@ -7,7 +7,9 @@ first allocations), then timed timeit-style: a loop of ``number`` calls,
 (at least 3 times, more while the per-case ``--budget`` lasts, or exactly
 ``--repeat`` times); the reported time is the best loop divided by
 ``number``. The best, not the mean, because this machine is shared and noise
-only ever adds time.
+only ever adds time. The implementations of one case take turns, a loop of
+each per round (``time_interleaved``), so that fastsoftmax and its peers are
+timed under the same conditions even when the machine's speed drifts.
 
 Output (stdout, Markdown, pasteable into the README): the exact command, a
 machine line, a table (rows kernel x shape, columns fastsoftmax's time and per
@@ -96,38 +98,75 @@ def parse_shapes(text):
 
 
 # -------------------------------------------------------------------- timing
-def time_callable(fn, repeat=None, budget=0.2, min_loop=0.005, warm=True):
-    """``(best seconds per call, calls per loop, [seconds per call of each loop])``."""
-    if warm:
-        fn()
-    clock = time.perf_counter
+class _Loops:
+    """One callable's timing state: timeit-style loops of ``number`` calls,
+    ``number`` grown (at construction) until one loop takes ``min_loop``."""
+
+    def __init__(self, fn, min_loop, warm):
+        if warm:
+            fn()
+        self.fn = fn
+        self.number = 1
+        self.spent = 0.0
+        while True:
+            t = self._loop()
+            if t >= min_loop or self.number >= 1 << 24:
+                break
+            grow = min_loop / t * 1.2 if t > 0 else 10.0
+            self.number = max(self.number + 1, int(self.number * min(grow, 10.0)))
+        self.samples = [t / self.number]
+        self.need = 2 if t > 1.0 else 3
+
+    def _loop(self):
+        fn = self.fn
+        t0 = time.perf_counter()
+        for _ in range(self.number):
+            fn()
+        t = time.perf_counter() - t0
+        self.spent += t
+        return t
+
+    def step(self):
+        self.samples.append(self._loop() / self.number)
+
+    def done(self, repeat, budget):
+        if repeat:
+            return len(self.samples) >= repeat
+        return len(self.samples) >= self.need and (self.spent >= budget
+                                                   or len(self.samples) >= 100)
+
+
+def time_interleaved(fns, repeat=None, budget=0.2, min_loop=0.005, warm=True):
+    """``{name: (best seconds per call, calls per loop, [seconds per call of each loop])}``
+    for a dict of callables.
+
+    Each callable gets what ``time_callable`` gives it (its own loop size, at
+    least 3 loops, more while its ``budget`` lasts, or exactly ``repeat``), but
+    the loops take turns, one loop of each callable per round. On a shared
+    machine whose speed drifts over seconds (memory bandwidth here moved by 2x
+    within minutes), timing the peers one after the other would compare them
+    under different conditions; in turns, every ratio compares loops run
+    moments apart.
+    """
     gc_was = gc.isenabled()
     gc.disable()
     try:
-        def loop(number):
-            t0 = clock()
-            for _ in range(number):
-                fn()
-            return clock() - t0
-        number = 1
-        spent = 0.0
+        loops = {name: _Loops(fn, min_loop, warm) for name, fn in fns.items()}
         while True:
-            t = loop(number)
-            spent += t
-            if t >= min_loop or number >= 1 << 24:
+            active = [lp for lp in loops.values() if not lp.done(repeat, budget)]
+            if not active:
                 break
-            grow = min_loop / t * 1.2 if t > 0 else 10.0
-            number = max(number + 1, int(number * min(grow, 10.0)))
-        samples = [t / number]
-        need = repeat if repeat else (2 if t > 1.0 else 3)
-        while len(samples) < need or (not repeat and spent < budget and len(samples) < 100):
-            t = loop(number)
-            spent += t
-            samples.append(t / number)
+            for lp in active:
+                lp.step()
     finally:
         if gc_was:
             gc.enable()
-    return min(samples), number, samples
+    return {name: (min(lp.samples), lp.number, lp.samples) for name, lp in loops.items()}
+
+
+def time_callable(fn, repeat=None, budget=0.2, min_loop=0.005, warm=True):
+    """``(best seconds per call, calls per loop, [seconds per call of each loop])``."""
+    return time_interleaved({None: fn}, repeat, budget, min_loop, warm)[None]
 
 
 class Progress:
@@ -309,22 +348,23 @@ def _record(kernel, shape, axis, dtype, impl, best, number, samples):
 def _time_cases(cases, args, progress, results, notes):
     for kernel, shape, axis, dtype, impls in cases:
         inp = R.make_inputs(kernel, shape, axis, dtype)
+        label = f"{kernel} {R.shape_label(shape, axis)} {dtype}"
+        fns = {}
         try:
             for impl in impls:
-                progress.update(f"{kernel} {R.shape_label(shape, axis)} {dtype} {impl}", 0)
                 try:
-                    fn = R.make_callable(kernel, impl, inp)
-                    best, number, samples = time_callable(fn, args.repeat, args.budget,
-                                                          args.min_loop)
+                    fns[impl] = R.make_callable(kernel, impl, inp)
                 except R.Unavailable as e:
                     notes.setdefault(impl, str(e))
-                else:
-                    results.append(_record(kernel, shape, axis, dtype, impl, best, number,
-                                           samples))
-                finally:
-                    fn = None
-                progress.update(f"{kernel} {R.shape_label(shape, axis)} {dtype} {impl}")
+                    progress.update(f"{label} {impl}")
+            progress.update(f"{label} {', '.join(fns)}", 0)
+            timed = time_interleaved(fns, args.repeat, args.budget, args.min_loop)
+            for impl, (best, number, samples) in timed.items():
+                results.append(_record(kernel, shape, axis, dtype, impl, best, number,
+                                       samples))
+            progress.update(f"{label} {', '.join(fns)}", len(fns))
         finally:
+            fns = timed = None
             inp.release()
 
 
@@ -646,7 +686,8 @@ def render(command, machine, results, notes, targets, args, elapsed, spec_grid, 
     timing = ("exactly %d loops" % args.repeat if args.repeat else
               "at least 3 loops within ~%.2g s" % args.budget)
     out.append(f"timing: one untimed warm-up call, then the best of {timing} of >= "
-               f"{args.min_loop * 1e3:g} ms each; ms per call; fs/peer = fastsoftmax time / "
+               f"{args.min_loop * 1e3:g} ms each, a case's implementations taking turns "
+               f"loop by loop; ms per call; fs/peer = fastsoftmax time / "
                f"peer time (below 1: fastsoftmax is faster). reference = fastsoftmax.reference "
                f"(NumPy, float64); copy = np.copyto of the input (memory floor). "
                f"Grid: {'SPEC §6' if spec_grid else ('quick' if args.quick else 'custom')}. "
