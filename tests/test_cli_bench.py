@@ -425,6 +425,74 @@ def test_warmup_runs_and_fills_the_cache():
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+# ----------------------------------------------------------------- cache hygiene
+def _fake_cache(path, stamp):
+    """A cache directory written by Numba's own index/data file class."""
+    from numba.core.caching import IndexDataCacheFile
+    cur = IndexDataCacheFile(str(path), "mod.f-10.py311", stamp)
+    cur.save(("sig a",), b"live a")
+    cur.save(("sig b",), b"live b")
+    (path / "mod.f-10.py311.3.nbc").write_bytes(b"x" * 100)       # listed by no index
+    IndexDataCacheFile(str(path), "mod.g-20.py311", "an older stamp").save(("sig",), b"old")
+    other = IndexDataCacheFile(str(path), "mod.h-30.py311", stamp)
+    other._version = "0.0.1"                                           # another Numba
+    other.save(("sig",), b"other numba")
+    (path / "mod.k-40.py311.nbi").write_bytes(b"not a pickle")        # unreadable: kept
+    (path / "mod.k-40.py311.1.nbc").write_bytes(b"kept with it")
+    (path / "mod.m-50.py311.1.nbc").write_bytes(b"no index at all")
+    (path / "forward.cpython-311.pyc").write_bytes(b"not Numba's")
+    (path / "mod.f-10.py311.nbi.tmp.0123").write_bytes(b"a write in progress")
+    live = ["mod.f-10.py311.1.nbc", "mod.f-10.py311.2.nbc", "mod.f-10.py311.nbi",
+            "mod.k-40.py311.1.nbc", "mod.k-40.py311.nbi"]
+    stale = ["mod.f-10.py311.3.nbc", "mod.g-20.py311.1.nbc", "mod.g-20.py311.nbi",
+             "mod.h-30.py311.1.nbc", "mod.h-30.py311.nbi", "mod.m-50.py311.1.nbc"]
+    return live, stale
+
+
+def test_cache_inventory_tells_live_from_stale_files(tmp_path):
+    live, stale = _fake_cache(tmp_path, "the current stamp")
+    assert info.cache_inventory(str(tmp_path), "the current stamp") == (live, stale)
+    # under another stamp, only the unreadable index and its data stay
+    other = info.cache_inventory(str(tmp_path), "yet another stamp")
+    assert other[0] == ["mod.k-40.py311.1.nbc", "mod.k-40.py311.nbi"]
+    sizes = sum((tmp_path / n).stat().st_size for n in stale)
+    assert info.prune_cache(str(tmp_path), "the current stamp") == (len(stale), sizes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        live + ["forward.cpython-311.pyc", "mod.f-10.py311.nbi.tmp.0123"])
+    assert info.prune_cache(str(tmp_path), "the current stamp") == (0, 0)
+    assert info.cache_inventory(str(tmp_path / "missing"), "s") == ([], [])
+
+
+@pytest.mark.skipif(fastsoftmax._kernels._jit.PYTHON_MODE, reason="needs compiled kernels")
+def test_cache_inventory_keeps_the_kernels_in_use():
+    from fastsoftmax._kernels import forward
+    fastsoftmax.softmax(np.ones((4, 16), np.float32))          # loaded or compiled: indexed
+    path, _ = info.cache_dir()
+    index = forward.forward_rows_simple._cache._cache_file._index_name
+    if not os.path.exists(os.path.join(path, index)):
+        pytest.skip("the kernel cache is not writable here")
+    live, stale = info.cache_inventory(path)
+    assert index in live and index not in stale
+    assert any(n.startswith(index[:-len(".nbi")]) and n.endswith(".nbc") for n in live)
+
+
+def test_warmup_prunes_stale_cache_files(tmp_path, monkeypatch, capsys):
+    from fastsoftmax._kernels import _jit
+    live, stale = _fake_cache(tmp_path, _jit._package_stamp())
+    monkeypatch.setattr(info, "cache_dir", lambda: (str(tmp_path), "test"))
+    monkeypatch.setattr(warmup, "calls", lambda dt: [])
+    monkeypatch.setattr(warmup, "write_bytecode", lambda pkg: True)
+    args = argparse.Namespace(dtypes="float32", no_check=True, keep_stale=True)
+    assert warmup.run(args) == 0
+    assert {p.name for p in tmp_path.iterdir()} >= set(live + stale)
+    assert "cache: removed" not in capsys.readouterr().out
+    args.keep_stale = False
+    assert warmup.run(args) == 0
+    assert f"cache: removed {len(stale)} stale files" in capsys.readouterr().out
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names >= set(live) and not names & set(stale)
+
+
 def test_dispatcher_runs_info(capsys):
     if not (ROOT / "fastsoftmax" / "_cli" / "demo.py").exists():
         pytest.skip("fastsoftmax/_cli/demo.py does not exist yet")

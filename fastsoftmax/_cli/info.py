@@ -126,14 +126,99 @@ def cache_dir():
     return path, "user-wide (the package directory is not writable)"
 
 
-def _cache_stats(path):
+def _sizes(path, names):
+    total = 0
+    for n in names:
+        try:
+            total += os.path.getsize(os.path.join(path, n))
+        except OSError:     # removed meanwhile (another process pruning)
+            pass
+    return total
+
+
+def cache_inventory(path, stamp=None):
+    """``(live, stale)``: sorted names of the Numba cache files in ``path``.
+
+    Live: the index files (``.nbi``) this Numba and this version of the
+    package read (their source stamp is the package's, see
+    ``fastsoftmax._kernels._jit``) and the data files (``.nbc``) they list.
+    Stale: every other index or data file. Numba keeps such files for ever:
+    it ignores an index whose stamp is out of date and reuses data file
+    names only for a function at the same line, so each release (or edit) of
+    the kernels leaves its whole cache behind (about 60 MiB). An index that
+    cannot be read is left alone, with every data file of its function.
+
+    The directory is listed before any index is read: Numba writes an index
+    entry before its data file, so a data file that appears in the listing
+    while another process compiles is already in the index read after it.
+    """
+    import pickle
+
+    import numba
     try:
-        names = [n for n in os.listdir(path) if n.endswith((".nbi", ".nbc"))]
+        names = sorted(n for n in os.listdir(path) if n.endswith((".nbi", ".nbc")))
     except OSError:
+        return [], []
+    if stamp is None:
+        from .._kernels import _jit
+        if _jit._CACHE_CLASS is None:   # pragma: no cover (Numba's own stamps in use)
+            return names, []
+        stamp = _jit._package_stamp()
+    live = set()
+    unreadable = []
+    for n in names:
+        if not n.endswith(".nbi"):
+            continue
+        try:
+            with open(os.path.join(path, n), "rb") as f:
+                version = pickle.load(f)
+                data = f.read()
+            if version != numba.__version__:
+                continue            # Numba ignores it (another Numba release)
+            index_stamp, overloads = pickle.loads(data)
+        except FileNotFoundError:
+            continue
+        except Exception:
+            unreadable.append(n[:-len(".nbi")] + ".")
+            live.add(n)
+            continue
+        if index_stamp == stamp:
+            live.add(n)
+            live.update(overloads.values())
+    for n in names:
+        if any(n.startswith(base) for base in unreadable):
+            live.add(n)
+    return [n for n in names if n in live], [n for n in names if n not in live]
+
+
+def prune_cache(path, stamp=None):
+    """Remove the stale files of ``cache_inventory``; returns (files removed, bytes)."""
+    _, stale = cache_inventory(path, stamp)
+    removed = freed = 0
+    for n in stale:
+        full = os.path.join(path, n)
+        try:
+            size = os.path.getsize(full)
+            os.remove(full)
+        except OSError:
+            continue
+        removed += 1
+        freed += size
+    return removed, freed
+
+
+def _cache_stats(path):
+    if not os.path.isdir(path):
         return "not created yet"
-    size = sum(os.path.getsize(os.path.join(path, n)) for n in names)
-    nbi = sum(n.endswith(".nbi") for n in names)
-    return f"{nbi} kernels indexed, {len(names) - nbi} compiled variants, {size / 2**20:.1f} MiB"
+    live, stale = cache_inventory(path)
+    size = _sizes(path, live)
+    nbi = sum(n.endswith(".nbi") for n in live)
+    text = f"{nbi} kernels indexed, {len(live) - nbi} compiled variants, {size / 2**20:.1f} MiB"
+    if stale:
+        text += (f"; plus {len(stale)} stale files ({_sizes(path, stale) / 2**20:.1f} MiB) left "
+                 f"by other versions of the kernels, which `python -m fastsoftmax warmup` "
+                 f"removes")
+    return text
 
 
 # ----------------------------------------------------------------- the report
