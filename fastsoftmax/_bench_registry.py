@@ -24,8 +24,8 @@ zero-argument callable for each implementation (:func:`make_callable`):
     vector-Jacobian product, which is what XLA compiles for the VJP.
 ``copy``
     ``np.copyto`` of the same array into a preallocated one: the memory
-    bandwidth floor of a kernel that reads and writes every element (softmax
-    only).
+    bandwidth floor of a kernel that reads and writes every element (softmax,
+    and the fused loss, which reads the logits and writes a gradient as large).
 
 Peers are imported lazily, only when a callable for them is first built; a
 missing peer raises :class:`Unavailable` with a note, and callers skip it.
@@ -91,6 +91,8 @@ EXTRA_KERNELS = ("log_sigmoid", "sigmoid_backward", "binary_cross_entropy_with_l
 LINEAR_GRID = (((8192, 1024, 32000), -1),)
 LINEAR_QUICK_GRID = (((1024, 256, 4000), -1),)
 ALL_KERNELS = KERNELS + EXTRA_KERNELS
+# kernels timed against np.copyto too: one read and one write of every element
+COPY_FLOOR = frozenset({"softmax", "cross_entropy_with_grad"})
 ELEMENTWISE = frozenset({"sigmoid", "log_sigmoid", "sigmoid_backward",
                          "binary_cross_entropy_with_grad", "binary_cross_entropy_with_logits"})
 
@@ -120,7 +122,7 @@ def impls_for(kernel):
     if kernel in _SCIPY_NAMES:
         impls.append("scipy")
     impls += ["torch", "jax"]
-    if kernel == "softmax":
+    if kernel in COPY_FLOOR:
         impls.append("copy")
     return tuple(impls)
 
@@ -247,13 +249,15 @@ def make_inputs(kernel, shape, axis=-1, dtype="float32", seed=0):
         arrays["target"] = rng.integers(0, shape[ax], size=sample_shape, dtype=np.int64)
         if kernel == "nll_loss":
             arrays["x"] = _softmax_np(x, ax, log=True).astype(dt)
+        if kernel in COPY_FLOOR:
+            arrays["dst"] = np.zeros_like(x)     # for the np.copyto floor
     elif kernel == "sigmoid_backward":
         arrays["grad"] = rng.standard_normal(shape).astype(dt)
         arrays["y"] = (1.0 / (1.0 + np.exp(-x))).astype(dt)
         del arrays["x"]
     elif kernel in ("binary_cross_entropy_with_grad", "binary_cross_entropy_with_logits"):
         arrays["target"] = (rng.random(shape) < 0.5).astype(dt)
-    elif kernel == "softmax":
+    elif kernel in COPY_FLOOR:
         arrays["dst"] = np.zeros_like(x)     # for the np.copyto floor
     return Inputs(kernel, shape, ax, dt, arrays)
 

@@ -63,7 +63,8 @@ def test_registry_covers_the_public_api():
         assert {"torch", "jax"} <= set(impls)
         assert R.grid_for(k), k
         assert R.grid_for(k, quick=True), k
-    assert "copy" in R.impls_for("softmax")
+    assert {k for k in R.ALL_KERNELS if "copy" in R.impls_for(k)} == {
+        "softmax", "cross_entropy_with_grad"}
     assert "scipy" in R.impls_for("logsumexp")
     assert "scipy" not in R.impls_for("cross_entropy")
     # SPEC §6's grid
@@ -103,13 +104,15 @@ def test_registry_callables_agree(kernel, dtype):
         got = first(R.make_callable(kernel, impl, inp)())
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 1e-2, err_msg=impl)
     with pytest.raises(R.Unavailable):
-        R.make_callable(kernel, "copy" if kernel != "softmax" else "nonesuch", inp)
+        R.make_callable(kernel, "copy" if kernel not in R.COPY_FLOOR else "nonesuch", inp)
     inp.release()
 
 
-def test_registry_copy_floor_and_release():
-    inp = R.make_inputs("softmax", (8, 5), -1, "float32")
-    R.make_callable("softmax", "copy", inp)()
+@pytest.mark.parametrize("kernel", ["softmax", "cross_entropy_with_grad"])
+def test_registry_copy_floor_and_release(kernel):
+    inp = R.make_inputs(kernel, (8, 5), -1, "float32")
+    assert not inp["dst"].any()
+    R.make_callable(kernel, "copy", inp)()
     np.testing.assert_array_equal(inp["dst"], inp["x"])
     inp.release()
     assert inp.arrays == {}
