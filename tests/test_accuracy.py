@@ -104,6 +104,37 @@ def test_cross_entropy_ulp(rng, dtype, n, spread):
     assert max_ulp(g, gref, dtype, normal) <= BOUND
 
 
+@pytest.mark.parametrize("n", [100, 1000, 1003])
+def test_float32_split_sums_around_the_plain_sum_bound(rng, n):
+    """Float32 rows whose non-maximal mass ``s`` lies on both sides of the bound
+    below which the kernels stop trusting a plain sum of the exponentials
+    (``_rows.split_from_plain``), with 1, 2 and 3 maxima and the target at a
+    maximum or not: log-softmax, logsumexp, the loss and its gradient."""
+    from fastsoftmax._kernels._rows import PLAIN_SPLIT_MIN, VB
+    bound = (n + VB) * PLAIN_SPLIT_MIN
+    rows, targets = [], []
+    for c in (1, 2, 3):
+        for f in (2.0 ** -20, 1 / 64, 0.5, 0.9, 1.1, 2.0, 64.0):
+            x = np.full(n, np.log(f * bound / (n - c)))
+            x = x + rng.uniform(-0.3, 0.3, n)
+            top = rng.choice(n, c, replace=False)
+            x[top] = 0.0
+            rows.append(x.astype(np.float32))
+            targets.append(top[0] if len(rows) % 2 else (top[0] + 1) % n)
+    x = np.stack(rows)
+    t = np.array(targets)
+    fin = representable(hp_log_softmax(x), np.float32)
+    assert max_ulp(fs.log_softmax(x), hp_log_softmax(x), np.float32, fin) <= BOUND
+    assert max_ulp(fs.logsumexp(x), hp_logsumexp(x), np.float32) <= BOUND
+    ref = hp_cross_entropy_rows(x, t)
+    assert max_ulp(fs.cross_entropy(x, t, reduction="none"), ref, np.float32) <= BOUND
+    loss, g = fs.cross_entropy_with_grad(x, t, reduction="none")
+    assert max_ulp(loss, ref, np.float32) <= BOUND
+    gref = hp_ce_grad_rows(x, t, 1.0)
+    normal = np.abs(gref) >= np.finfo(np.float32).tiny
+    assert max_ulp(g, gref, np.float32, normal) <= BOUND
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gradient_scales_ulp(rng, dtype):
     """Per-sample grad_output from 1e-37 to 1e37: the gradient's scaling in

@@ -168,6 +168,47 @@ def test_cross_entropy_paths(shape, opt, targets):
     _close(gf, rg2, 1e-5)
 
 
+@pytest.mark.parametrize("shape", [(3, 64), (3, 100), (2, 1100), (1, 2200)])
+def test_float32_split_sums_both_ways(shape):
+    """Float32 split sums (log-softmax, logsumexp, the losses) are first taken
+    plain and summed again split for a dominant maximum
+    (``_rows.split_from_plain``): rows of both kinds, with ties at the
+    maximum, rows with and without a tail, one and two superblocks."""
+    x = _x(shape, specials=False).astype(np.float32)
+    x[0, 0] = x[0].max() + 40              # a dominant maximum: summed again
+    if shape[0] > 1:
+        x[1, :3] = x[1].max()              # three maxima, taken plain as 1 + s
+    if shape[0] > 2:
+        x[2, 5] = x[2].max() + 30          # dominant, target elsewhere
+    t = np.arange(shape[0]) % 2            # targets 0, 1, 0: at the maxima, then not
+    for got, want in ((fs.log_softmax(x), ref.log_softmax(x)),
+                      (fs.logsumexp(x), ref.logsumexp(x)),
+                      (fs.cross_entropy(x, t, reduction="none"),
+                       ref.cross_entropy(x, t, reduction="none"))):
+        _close(got, want, 1e-5)
+    loss, g = fs.cross_entropy_with_grad(x, t, reduction="sum")
+    rl, rg = ref.cross_entropy_with_grad(x, t, reduction="sum")
+    _close(loss, rl, 1e-5)
+    _close(g, rg, 1e-5)
+    xi = x.copy()
+    fs.cross_entropy_with_grad(xi, t, reduction="sum", inplace=True)
+    np.testing.assert_array_equal(xi, g)
+
+
+def test_split_from_plain_bound():
+    from fastsoftmax._kernels._rows import PLAIN_SPLIT_MIN, VB, split_from_plain
+    n = 1000
+    b = (n + VB) * PLAIN_SPLIT_MIN           # 1 + b is exact
+    assert tuple(split_from_plain(1.0 + b, 0.0, n)) == (b, 0.0, True)
+    assert not split_from_plain(1.0 + b * (1 - 2.0 ** -20), 0.0, n)[2]
+    assert not split_from_plain(1.0, 0.0, n)[2]                 # nothing but maxima
+    assert not split_from_plain(np.nan, 0.0, n)[2]
+    # s = th + tl - 1 as a double-word, exactly
+    th, tl = 2.0 ** 60, 3.0
+    s, slo, ok = split_from_plain(th, tl, n)
+    assert ok and s == th and slo == 2.0
+
+
 @pytest.mark.parametrize("shape", [(6, 5), (2, 100), (2, 4, 3)])
 def test_nll_paths(shape):
     axis = 1 if len(shape) == 3 else -1

@@ -20,7 +20,12 @@ equal to the maximum and ``s`` the sum of the others' exponentials,
 keeps its digits when ``s`` is below the unit roundoff. ``c`` and ``s`` are
 read off the stored exponentials: an entry equal to the maximum gives
 exactly ``1.0`` (entries within half a unit of it round to ``1.0`` too,
-which changes ``c + s`` by less than a unit in its last place).
+which changes ``c + s`` by less than a unit in its last place). Counting
+them costs a compare and a masked add per entry, about as much as the sum
+itself; for float32 rows whose exponentials all stay stored, a plain sum
+comes first and ``c + s`` is taken as ``1 + s'`` whenever ``s'`` keeps its
+digits that way (``split_from_plain``); only rows with a dominant maximum
+are summed again, split.
 
 Non-finite rows (a NaN, a ``+inf``, or nothing but ``-inf``) leave the vector
 path and are finished by ``special_row`` according to SPEC §4.
@@ -235,6 +240,18 @@ INV_BIG = F64(2.0 ** -64)
 
 def _is_f64_array(e):
     return isinstance(e, types.Array) and e.dtype == types.float64
+
+
+def is_f32_array(e):
+    """True for a float32 array (a compile-time constant in kernels)."""
+    return py_call(is_f32_array, e)
+
+
+@overloaded(is_f32_array, inline="always")
+def _is_f32_array_impl(e):
+    if isinstance(e, types.Array) and e.dtype == types.float32:
+        return lambda e: True
+    return lambda e: False
 
 
 def lane_acc(like, sh, sl, v, magic):
@@ -590,8 +607,10 @@ def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_ds
     offset 0, overwriting, as a scratch area) and returns ``(hi, lo, c)``:
     the sum of all exponentials as a double-word when not ``want_split``;
     else the sum of those of the non-maximal entries, with ``c`` the count of
-    maxima. In the split case ``dst`` receives the exponentials times 2**64
-    (see ``vmath.exp_core_big``); the sums returned are unscaled. Scratch
+    maxima (or ``c = 1`` and the sum of all but one, see ``split_from_plain``:
+    ``c + s`` is the same, and so is everything computed from it). In the
+    split case ``dst`` receives the exponentials times 2**64 (see
+    ``vmath.exp_core_big``); the sums returned are unscaled. Scratch
     rows 0 and 1 (the data's dtype, VB long at least) hold the tail's block
     (see ``exp_window``; rows shorter than VB are padded with -inf).
     With ``sout`` (split sums only), ``sout[i, j] = (x[i, j] - m) * th`` for
@@ -599,6 +618,9 @@ def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_ds
     """
     wide()
     n64 = n - n % VB
+    # float32 split sums whose exponentials all stay stored: a plain sum first,
+    # the split sum only for the rows that need it (split_from_plain)
+    plain = want_split and is_f32_array(dst) and (use_dst_offsets or n <= SB)
     s = 0.0
     comp = 0.0
     c = 0
@@ -606,7 +628,7 @@ def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_ds
         b = min(a + SB, n64)
         off = a if use_dst_offsets else 0
         exp_span(x, mask, i, a, b, m, th, tl, scaled, want_split, dst, drow, off, sout)
-        if want_split:
+        if want_split and not plain:
             hi, lo, cb = span_sum_split(dst, drow, off, off + (b - a))
             c += cb
         else:
@@ -623,7 +645,7 @@ def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_ds
             if use_dst_offsets:
                 for j in range(n):
                     st2(dst, drow, j, ld2(scratch, 1, j))
-        if want_split:
+        if want_split and not plain:
             hi, lo, cb = span_sum_split(scratch, 1, 0, VB)
             c += cb
         else:
@@ -632,9 +654,63 @@ def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_ds
         comp += lo
     hi = s + comp
     lo = comp - (hi - s)
+    if plain:
+        t, tlo, ok = split_from_plain(hi * INV_BIG, lo * INV_BIG, n)
+        if ok:
+            return t, tlo, 1
+        hi, lo, c = stored_split_sums(dst, drow, n, use_dst_offsets, scratch)
     if want_split:
         return hi * INV_BIG, lo * INV_BIG, c
     return hi, lo, c
+
+
+@helper
+def stored_split_sums(dst, drow, n, use_dst_offsets, scratch):
+    """The split sums of ``row_exp_sums`` (superblock by superblock, in its
+    order) over exponentials it has stored: in ``dst`` (the whole row at its
+    own offsets, or at offset 0 when it fits in one superblock) and the tail's
+    block in scratch row 1."""
+    wide()
+    n64 = n - n % VB
+    s = 0.0
+    comp = 0.0
+    c = 0
+    for a in range(0, n64, SB):
+        b = min(a + SB, n64)
+        off = a if use_dst_offsets else 0
+        hi, lo, cb = span_sum_split(dst, drow, off, off + (b - a))
+        c += cb
+        s, comp = neumaier(s, comp, hi)
+        comp += lo
+    if n64 < n:
+        hi, lo, cb = span_sum_split(scratch, 1, 0, VB)
+        c += cb
+        s, comp = neumaier(s, comp, hi)
+        comp += lo
+    hi = s + comp
+    return hi, comp - (hi - s), c
+
+
+PLAIN_SPLIT_MIN = 2.0 ** -23     # times the class count: see split_from_plain
+
+
+@exact
+def split_from_plain(th, tl, n):
+    """``(s, slo, ok)``: a row's ``c + s`` (the sum of its exponentials, as the
+    double-word ``th + tl >= 1``) as ``1 + s``, when ``s`` keeps its digits.
+
+    A float64 sum of ``n`` terms (up to ``n + VB`` with the tail's block) is
+    off by at most ``(n + VB) 2**-53 (th + tl)``; ``s = th + tl - 1`` (exact,
+    Fast2Sum: ``th >= 1``) is then within ``2**-30`` of itself when it is at
+    least ``(n + VB) 2**-23``, a 128th of a float32 unit of whatever is
+    computed from it. ``log(c + s)`` is ``log1p(s)`` for any count ``c`` of
+    maxima; rows below the bound (a dominant maximum, where ``log1p`` needs
+    the small ``s`` to its last digits) are summed again split
+    (``ok`` False).
+    """
+    t = th - 1.0
+    tlo = tl + ((th - t) - 1.0)
+    return t, tlo, t >= F64(n + VB) * PLAIN_SPLIT_MIN
 
 
 # ---------------------------------------------------------------- special rows
