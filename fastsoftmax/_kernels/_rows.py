@@ -624,17 +624,12 @@ def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_ds
     s = 0.0
     comp = 0.0
     c = 0
+    split_now = want_split and not plain
     for a in range(0, n64, SB):
         b = min(a + SB, n64)
         off = a if use_dst_offsets else 0
         exp_span(x, mask, i, a, b, m, th, tl, scaled, want_split, dst, drow, off, sout)
-        if want_split and not plain:
-            hi, lo, cb = span_sum_split(dst, drow, off, off + (b - a))
-            c += cb
-        else:
-            hi, lo = span_sum(dst, drow, off, off + (b - a))
-        s, comp = neumaier(s, comp, hi)
-        comp += lo
+        s, comp, c = add_span(dst, drow, off, off + (b - a), split_now, s, comp, c)
     if n64 < n:
         if n >= VB:
             exp_window(x, mask, i, n, m, th, tl, scaled, want_split, scratch, 1, dst, drow,
@@ -645,13 +640,7 @@ def row_exp_sums(x, mask, i, n, m, th, tl, scaled, want_split, dst, drow, use_ds
             if use_dst_offsets:
                 for j in range(n):
                     st2(dst, drow, j, ld2(scratch, 1, j))
-        if want_split and not plain:
-            hi, lo, cb = span_sum_split(scratch, 1, 0, VB)
-            c += cb
-        else:
-            hi, lo = span_sum(scratch, 1, 0, VB)
-        s, comp = neumaier(s, comp, hi)
-        comp += lo
+        s, comp, c = add_span(scratch, 1, 0, VB, split_now, s, comp, c)
     hi = s + comp
     lo = comp - (hi - s)
     if plain:
@@ -676,19 +665,26 @@ def stored_split_sums(dst, drow, n, use_dst_offsets, scratch):
     comp = 0.0
     c = 0
     for a in range(0, n64, SB):
-        b = min(a + SB, n64)
         off = a if use_dst_offsets else 0
-        hi, lo, cb = span_sum_split(dst, drow, off, off + (b - a))
-        c += cb
-        s, comp = neumaier(s, comp, hi)
-        comp += lo
+        s, comp, c = add_span(dst, drow, off, off + (min(a + SB, n64) - a), True, s, comp, c)
     if n64 < n:
-        hi, lo, cb = span_sum_split(scratch, 1, 0, VB)
-        c += cb
-        s, comp = neumaier(s, comp, hi)
-        comp += lo
+        s, comp, c = add_span(scratch, 1, 0, VB, True, s, comp, c)
     hi = s + comp
     return hi, comp - (hi - s), c
+
+
+@helper
+def add_span(e, row, a, b, split, s, comp, c):
+    """``(s, comp, c)`` with the sum of ``e[row, a:b]`` added (Neumaier's
+    compensation across spans): the split sum and its count of maxima when
+    ``split``, else the plain sum."""
+    if split:
+        hi, lo, cb = span_sum_split(e, row, a, b)
+    else:
+        hi, lo = span_sum(e, row, a, b)
+        cb = 0
+    s, comp = neumaier(s, comp, hi)
+    return s, comp + lo, c + cb
 
 
 PLAIN_SPLIT_MIN = 2.0 ** -23     # times the class count: see split_from_plain
