@@ -429,39 +429,47 @@ def test_warmup_runs_and_fills_the_cache():
 
 
 # ----------------------------------------------------------------- cache hygiene
+PY = "py%d%d%s" % (sys.version_info[0], sys.version_info[1], sys.abiflags)
+
+
 def _fake_cache(path, stamp):
     """A cache directory written by Numba's own index/data file class."""
     from numba.core.caching import IndexDataCacheFile
-    cur = IndexDataCacheFile(str(path), "mod.f-10.py311", stamp)
+    cur = IndexDataCacheFile(str(path), f"mod.f-10.{PY}", stamp)
     cur.save(("sig a",), b"live a")
     cur.save(("sig b",), b"live b")
-    (path / "mod.f-10.py311.3.nbc").write_bytes(b"x" * 100)       # listed by no index
-    IndexDataCacheFile(str(path), "mod.g-20.py311", "an older stamp").save(("sig",), b"old")
-    other = IndexDataCacheFile(str(path), "mod.h-30.py311", stamp)
+    (path / f"mod.f-10.{PY}.3.nbc").write_bytes(b"x" * 100)       # listed by no index
+    IndexDataCacheFile(str(path), f"mod.g-20.{PY}", "an older stamp").save(("sig",), b"old")
+    other = IndexDataCacheFile(str(path), f"mod.h-30.{PY}", stamp)
     other._version = "0.0.1"                                           # another Numba
     other.save(("sig",), b"other numba")
-    (path / "mod.k-40.py311.nbi").write_bytes(b"not a pickle")        # unreadable: kept
-    (path / "mod.k-40.py311.1.nbc").write_bytes(b"kept with it")
-    (path / "mod.m-50.py311.1.nbc").write_bytes(b"no index at all")
+    (path / f"mod.k-40.{PY}.nbi").write_bytes(b"not a pickle")        # unreadable: kept
+    (path / f"mod.k-40.{PY}.1.nbc").write_bytes(b"kept with it")
+    (path / f"mod.m-50.{PY}.1.nbc").write_bytes(b"no index at all")
     (path / "forward.cpython-311.pyc").write_bytes(b"not Numba's")
-    (path / "mod.f-10.py311.nbi.tmp.0123").write_bytes(b"a write in progress")
-    live = ["mod.f-10.py311.1.nbc", "mod.f-10.py311.2.nbc", "mod.f-10.py311.nbi",
-            "mod.k-40.py311.1.nbc", "mod.k-40.py311.nbi"]
-    stale = ["mod.f-10.py311.3.nbc", "mod.g-20.py311.1.nbc", "mod.g-20.py311.nbi",
-             "mod.h-30.py311.1.nbc", "mod.h-30.py311.nbi", "mod.m-50.py311.1.nbc"]
-    return live, stale
+    other_python = "mod.p-60.py27.nbi", "mod.p-60.py27.1.nbc"      # never judged
+    for n in other_python:
+        (path / n).write_bytes(b"another interpreter's")
+    (path / f"mod.f-10.{PY}.nbi.tmp.0123").write_bytes(b"a write in progress")
+    live = [f"mod.f-10.{PY}.1.nbc", f"mod.f-10.{PY}.2.nbc", f"mod.f-10.{PY}.nbi",
+            f"mod.k-40.{PY}.1.nbc", f"mod.k-40.{PY}.nbi", *other_python]
+    stale = [f"mod.f-10.{PY}.3.nbc", f"mod.g-20.{PY}.1.nbc", f"mod.g-20.{PY}.nbi",
+             f"mod.h-30.{PY}.1.nbc", f"mod.h-30.{PY}.nbi", f"mod.m-50.{PY}.1.nbc"]
+    return sorted(live), stale
 
 
 def test_cache_inventory_tells_live_from_stale_files(tmp_path):
     live, stale = _fake_cache(tmp_path, "the current stamp")
     assert info.cache_inventory(str(tmp_path), "the current stamp") == (live, stale)
-    # under another stamp, only the unreadable index and its data stay
+    # under another stamp, only the unreadable index, its data and the other
+    # interpreter's files stay
     other = info.cache_inventory(str(tmp_path), "yet another stamp")
-    assert other[0] == ["mod.k-40.py311.1.nbc", "mod.k-40.py311.nbi"]
+    assert other[0] == [f"mod.k-40.{PY}.1.nbc", f"mod.k-40.{PY}.nbi",
+                        "mod.p-60.py27.1.nbc", "mod.p-60.py27.nbi"]
     sizes = sum((tmp_path / n).stat().st_size for n in stale)
     assert info.prune_cache(str(tmp_path), "the current stamp") == (len(stale), sizes)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        live + ["forward.cpython-311.pyc", "mod.f-10.py311.nbi.tmp.0123"])
+        live + ["forward.cpython-311.pyc", f"mod.f-10.{PY}.nbi.tmp.0123"])
     assert info.prune_cache(str(tmp_path), "the current stamp") == (0, 0)
     assert info.cache_inventory(str(tmp_path / "missing"), "s") == ([], [])
 

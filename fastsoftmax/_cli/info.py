@@ -146,7 +146,9 @@ def cache_inventory(path, stamp=None):
     it ignores an index whose stamp is out of date and reuses data file
     names only for a function at the same line, so each release (or edit) of
     the kernels leaves its whole cache behind (about 60 MiB). An index that
-    cannot be read is left alone, with every data file of its function.
+    cannot be read is left alone, with every data file of its function, and
+    so are the files of other Python versions (their names carry the version:
+    another interpreter may share this directory with another Numba).
 
     The directory is listed before any index is read: Numba writes an index
     entry before its data file, so a data file that appears in the listing
@@ -164,10 +166,11 @@ def cache_inventory(path, stamp=None):
         if _jit._CACHE_CLASS is None:   # pragma: no cover (Numba's own stamps in use)
             return names, []
         stamp = _jit._package_stamp()
-    live = set()
+    tag = ".py%d%d%s." % (sys.version_info[0], sys.version_info[1], sys.abiflags)
+    live = {n for n in names if tag not in n}
     unreadable = []
     for n in names:
-        if not n.endswith(".nbi"):
+        if not n.endswith(".nbi") or n in live:
             continue
         try:
             with open(os.path.join(path, n), "rb") as f:
