@@ -448,7 +448,6 @@ def test_sigmoid_with_loss_backward(kind, dout):
     record("layers.SigmoidWithLoss.backward", f"{kind} targets, dout={dout}", rel)
 
 
-
 # ------------------------------------------------- the backward's common-call path
 @pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

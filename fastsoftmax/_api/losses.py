@@ -18,6 +18,19 @@ class Targets:
 
     __slots__ = ("kind", "idx", "dist", "count", "wsum", "n_samples")
 
+    @classmethod
+    def index(cls, idx, count, wsum):
+        """Class-index targets ``idx`` (int64, checked by ``lk.scan_targets``, which
+        gave ``count`` and ``wsum``: the samples not ignored and their weight)."""
+        tg = cls()
+        tg.kind = lk.KIND_INDEX
+        tg.idx = idx
+        tg.dist = None
+        tg.count = count
+        tg.wsum = wsum
+        tg.n_samples = idx.size
+        return tg
+
 
 def _per_sample_shape(shape, axis, ndim):
     if ndim == 0:
@@ -45,7 +58,6 @@ def prepare_targets(target, logits_shape, axis, ndim, n, plan, cdt, weight, igno
     if not kind_ok:
         raise TypeError(f"target has dtype {t.dtype}; targets must be integer class indices or "
                         f"real-valued class distributions")
-    tg = Targets()
     is_dist_shape = t.shape == tuple(logits_shape)
     is_index_shape = t.shape == sample_shape
     if is_index_shape and (t.dtype.kind in "biu" or not is_dist_shape):
@@ -53,8 +65,6 @@ def prepare_targets(target, logits_shape, axis, ndim, n, plan, cdt, weight, igno
             raise TypeError(f"target has dtype {t.dtype} and the per-sample shape {t.shape}: "
                             f"class indices must be integers (a float target needs the "
                             f"logits' shape {tuple(logits_shape)} to be a distribution)")
-        tg.kind = lk.KIND_INDEX
-        tg.dist = None
         idx = _index_targets(t, n, ignore_index, sample_shape)
         bad, cnt, wsum = lk.scan_targets(idx.reshape(-1), ignore_index, n, weight)
         if bad >= 0:
@@ -62,16 +72,13 @@ def prepare_targets(target, logits_shape, axis, ndim, n, plan, cdt, weight, igno
             raise IndexError(f"target {int(idx.reshape(-1)[bad])} at position {tuple(int(p) for p in pos)} "
                              f"is out of range for {n} classes (valid: 0 to {n - 1}, or "
                              f"ignore_index={ignore_index})")
-        tg.idx = plan.batch_like(idx, np.int64)
-        tg.count = cnt
-        tg.wsum = wsum
-        tg.n_samples = idx.size
-        return tg
+        return Targets.index(plan.batch_like(idx, np.int64), cnt, wsum)
     if is_dist_shape:
         if ignore_index != -100:
             raise ValueError(f"ignore_index={ignore_index} was given with distribution targets "
                              f"(shape {t.shape}); it applies to class-index targets only and must "
                              f"stay at its default")
+        tg = Targets()
         tg.kind = lk.KIND_DIST
         tg.idx = None
         tg.dist = plan.like(t, cdt)
@@ -197,11 +204,7 @@ def _ce_fast(logits, target, axis, weight, ignore_index, reduction, label_smooth
     bad, cnt, wsum_t = lk.scan_targets(target, -100, n, _EMPTY_F64)
     if bad >= 0:
         return None      # the general path raises the IndexError
-    tg = Targets()
-    tg.kind = lk.KIND_INDEX
-    tg.count = cnt
-    tg.wsum = wsum_t
-    tg.n_samples = R
+    tg = Targets.index(target, cnt, wsum_t)
     alpha, beta = _scales(reduction, tg, float(grad_output) if want_grad else 1.0)
     part = np.zeros((-(-R // lk.block_rows(n)), 4))
     grad = np.empty((R, n), dt) if want_grad else UNUSED[dt]["rows"]
