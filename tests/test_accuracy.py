@@ -104,12 +104,16 @@ def test_cross_entropy_ulp(rng, dtype, n, spread):
     assert max_ulp(g, gref, dtype, normal) <= BOUND
 
 
-@pytest.mark.parametrize("n", [100, 1000, 1003])
-def test_float32_split_sums_around_the_plain_sum_bound(rng, n):
+@pytest.mark.parametrize("layout", ["rows", "lanes"])
+@pytest.mark.parametrize("n", [10, 100, 1000, 1003])
+def test_float32_split_sums_around_the_plain_sum_bound(rng, n, layout):
     """Float32 rows whose non-maximal mass ``s`` lies on both sides of the bound
     below which the kernels stop trusting a plain sum of the exponentials
-    (``_rows.split_from_plain``), with 1, 2 and 3 maxima and the target at a
-    maximum or not: log-softmax, logsumexp, the loss and its gradient."""
+    (``_rows.split_from_plain``, ``losses._lanes_from_plain``), with 1, 2 and
+    3 maxima and the target at a maximum or not: log-softmax, logsumexp, the
+    loss and its gradient. "lanes": the same samples along axis 1 of a
+    (1, C, N) array (the class axis not last); rows of 10 classes take the
+    lanes kernel in both layouts."""
     from fastsoftmax._kernels._rows import PLAIN_SPLIT_MIN, VB
     bound = (n + VB) * PLAIN_SPLIT_MIN
     rows, targets = [], []
@@ -123,12 +127,20 @@ def test_float32_split_sums_around_the_plain_sum_bound(rng, n):
             targets.append(top[0] if len(rows) % 2 else (top[0] + 1) % n)
     x = np.stack(rows)
     t = np.array(targets)
+    if layout == "rows":
+        call, back = (lambda f, *a, **k: f(x, *a, **k)), (lambda v: v)
+    else:
+        x3 = np.ascontiguousarray(x.T)[None]
+        call = lambda f, *a, **k: f(x3, *[v[None] for v in a], axis=1, **k)  # noqa: E731
+        back = lambda v: np.moveaxis(v, 1, -1)[0] if v.ndim == 3 else v[0]  # noqa: E731
     fin = representable(hp_log_softmax(x), np.float32)
-    assert max_ulp(fs.log_softmax(x), hp_log_softmax(x), np.float32, fin) <= BOUND
-    assert max_ulp(fs.logsumexp(x), hp_logsumexp(x), np.float32) <= BOUND
+    assert max_ulp(back(call(fs.log_softmax)), hp_log_softmax(x), np.float32, fin) <= BOUND
+    assert max_ulp(back(call(fs.logsumexp)), hp_logsumexp(x), np.float32) <= BOUND
     ref = hp_cross_entropy_rows(x, t)
-    assert max_ulp(fs.cross_entropy(x, t, reduction="none"), ref, np.float32) <= BOUND
-    loss, g = fs.cross_entropy_with_grad(x, t, reduction="none")
+    loss = back(call(fs.cross_entropy, t, reduction="none"))
+    assert max_ulp(loss, ref, np.float32) <= BOUND
+    loss, g = call(fs.cross_entropy_with_grad, t, reduction="none")
+    loss, g = back(loss), back(g)
     assert max_ulp(loss, ref, np.float32) <= BOUND
     gref = hp_ce_grad_rows(x, t, 1.0)
     normal = np.abs(gref) >= np.finfo(np.float32).tiny

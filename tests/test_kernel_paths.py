@@ -195,6 +195,40 @@ def test_float32_split_sums_both_ways(shape):
     np.testing.assert_array_equal(xi, g)
 
 
+@pytest.mark.parametrize("shape", [(2, 100, 20), (1, 70, 300)])
+def test_float32_lane_sums_both_ways(shape):
+    """The lanes kernel (class axis not last) of the float32 losses: plain sums
+    first, the split sums again for the block when a live lane has a
+    dominant maximum (``losses._lanes_from_plain``); lanes of both kinds in
+    one block, ties at the maximum, an ignored lane, with and without a
+    gradient, in place."""
+    x = _x(shape, specials=False).astype(np.float32)
+    x[0, 0, 0] = x[0, :, 0].max() + 40        # dominant, target at it: summed again
+    x[0, :3, 1] = x[0, :, 1].max()            # three maxima, taken plain as 1 + s
+    x[0, 5, 2] = x[0, :, 2].max() + 30        # dominant, target elsewhere
+    x[0, 7, 3] = x[0, :, 3].max() + 40        # dominant, lane ignored
+    t = np.zeros((shape[0], shape[2]), np.int64)
+    t[0, 1] = 2
+    t[0, 3] = -100
+    for red in ("none", "sum"):
+        _close(fs.cross_entropy(x, t, axis=1, reduction=red),
+               ref.cross_entropy(x, t, axis=1, reduction=red), 1e-5)
+        loss, g = fs.cross_entropy_with_grad(x, t, axis=1, reduction=red)
+        rl, rg = ref.cross_entropy_with_grad(x, t, axis=1, reduction=red)
+        _close(loss, rl, 1e-5)
+        _close(g, rg, 1e-5)
+    assert not g[0, :, 3].any()               # the ignored lane
+    xi = x.copy()
+    fs.cross_entropy_with_grad(xi, t, axis=1, reduction="sum", inplace=True)
+    np.testing.assert_array_equal(xi, g)
+    # the lanes and the rows kernels agree (the same samples as rows)
+    xr = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    lr, gr = fs.cross_entropy_with_grad(xr, t, reduction="none")
+    ll, gl = fs.cross_entropy_with_grad(x, t, axis=1, reduction="none")
+    _close(ll, lr, 1e-6)
+    _close(np.moveaxis(gl, 1, -1), gr, 1e-6)
+
+
 def test_split_from_plain_bound():
     from fastsoftmax._kernels._rows import PLAIN_SPLIT_MIN, VB, split_from_plain
     n = 1000

@@ -42,9 +42,9 @@ from numba import prange
 
 from ._jit import (F64, fma, fmax_nan_dropping, helper, inline, kernel, ld2, ld3,
                    parallel_twin, reduction, scalar_loop, st2, st3, unmanaged, wide)
-from ._rows import (INV_BIG, SB, SMALL_C, accurate_sum1, aligned_words, cast_like,
-                    lane_acc2, lanes_to_rows, log_c_plus_s, neumaier, row_exp_sums, row_max,
-                    rows_to_lanes, split_like)
+from ._rows import (INV_BIG, PLAIN_SPLIT_MIN, SB, SMALL_C, VB, accurate_sum1, aligned_words,
+                    cast_like, is_f32_array, lane_acc2, lanes_to_rows, log_c_plus_s, neumaier,
+                    row_exp_sums, row_max, rows_to_lanes, split_like)
 from .forward import small_block
 from .vmath import BIG, exp_shifted, exp_shifted_big, log1p_f64, two_sum
 
@@ -311,13 +311,22 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
     ``tl[k]``: index targets of the lanes (int64); ``tq``: distribution targets
     in the logits' layout; ``av``/``bv``: per-lane alpha/beta; results go to
     ``ce_out[k]``/``zp_out[k]`` (float64, lane-relative). ``fv`` (10, KT)
-    float64, ``sv`` (KT,) float, ``iv`` (3, KT) int64 and ``ev`` (2, KT) float
+    float64, ``sv`` (KT,) float, ``iv`` (4, KT) int64 and ``ev`` (2, KT) float
     are scratch. Lanes whose target is ``ignore`` give zeros.
 
     Every loop over the lanes is branch-free arithmetic (it vectorises); the
     rare lanes with a non-finite maximum or a NaN are counted in a vector
     loop and only then finished one by one. Loops that index by the target
     (a gather or a scatter) are kept scalar.
+
+    Float32 data: plain float64 sums of the exponentials first (no count of
+    maxima: a compare and a masked add per entry less), and ``c + s`` is
+    read off them as ``1 + s'`` (see ``_rows.split_from_plain``); only when a
+    live lane's ``s'`` is below the bound (a dominant maximum) are the split
+    sums and counts of maxima taken again, for the block
+    (``_lanes_from_plain``). The sums are a loop of their own: accumulated in
+    the exponentials' loop, the float64 adds narrowed its vectors (measured
+    no faster than before).
     """
     wide()
     n = x.shape[1]
@@ -326,7 +335,7 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
     # fv rows: 0 s, 1 s comp, 2 wd then zc, 3 qs then the target entry,
     #          4 ell, 5 lse, 6 1/(c+s), 7 x_t, 8 k1, 9 W_t
     # iv rows: 0 count of maxima, 1 target (0 for ignored lanes), 2 state:
-    #          0 live, 1 ignored, 2 finished (non-finite or NaN)
+    #          0 live, 1 ignored, 2 finished (non-finite or NaN), 3 scratch
     # ev rows: 0 the exponentials, 1 the state in the data's type (1 live,
     #          0 ignored, -1 finished: masks as wide as the data's vectors)
     for k in range(kk):
@@ -378,6 +387,7 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
                 zp_out[k] = zp_v
     need_wsum = kind == 1 or eps != 0.0
     in_place = x.ctypes.data == grad.ctypes.data
+    plain = is_f32_array(x)
     for c in range(n):
         wc = _weight(weight, c)
         if need_wsum:
@@ -392,6 +402,26 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
                     mass = wc * q
                     fv[2, k] += _xlogterm(mass, F64(sv[k]) - F64(ld3(x, o, c, k0 + k)))
                     fv[3, k] += mass
+        if plain:
+            # the plain sums (BIG for each maximum)
+            if want_grad and in_place:
+                for k in range(kk):
+                    e = exp_shifted_big(ld3(grad, o, c, k0 + k), sv[k])
+                    ev[0, k] = e
+                    if ev[1, k] > 0.0:
+                        st3(grad, o, c, k0 + k, e)
+            elif want_grad:
+                for k in range(kk):
+                    e = exp_shifted_big(ld3(x, o, c, k0 + k), sv[k])
+                    ev[0, k] = e
+                    if ev[1, k] > 0.0:
+                        st3(grad, o, c, k0 + k, e)
+            else:
+                for k in range(kk):
+                    ev[0, k] = exp_shifted_big(ld3(x, o, c, k0 + k), sv[k])
+            for k in range(kk):
+                fv[0, k] += F64(ev[0, k])
+            continue
         if want_grad and in_place:
             # reading grad (= x) itself: with two arrays LLVM would guard the vector
             # loop by a no-overlap check that an in-place call fails (scalar, 3x slower)
@@ -416,6 +446,8 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
             h, l_ = lane_acc2(ev, fv[0, k], fv[1, k], 0.0 if one else v)
             fv[0, k] = h
             fv[1, k] = l_
+    if plain:
+        _lanes_from_plain(x, o, k0, kk, n, want_grad, grad, sv, fv, iv)
     # per lane: log(c + s), lse, 1 / (c + s)
     for k in range(kk):
         cnt = iv[0, k]
@@ -470,7 +502,13 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
         fv[2, k] = zc
     for c in range(n):
         wc = _weight(weight, c)
-        if kind == 0:
+        if kind == 0 and eps == 0.0:
+            for k in range(kk):
+                g = F64(ld3(grad, o, c, k0 + k)) * fv[8, k]
+                st = ev[1, k]
+                if st >= 0.0:                  # ignored lanes: a zero gradient
+                    st3(grad, o, c, k0 + k, g if st > 0.0 else 0.0)
+        elif kind == 0:
             for k in range(kk):
                 g = F64(ld3(grad, o, c, k0 + k)) * fv[8, k] - av[k] * eps * inv_n * wc
                 st = ev[1, k]
@@ -498,6 +536,49 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
             scalar_loop()
             if iv[2, k] == 0:
                 st3(grad, o, iv[1, k], k0 + k, fv[3, k])
+
+
+@helper
+def _lanes_from_plain(x, o, k0, kk, n, want_grad, grad, sv, fv, iv):
+    """Float32 lanes of _ce_lanes: their plain sums ``fv[0]`` (2**64 times
+    the sum of all exponentials, ``c + s``) as ``c = 1`` and ``s' = c - 1 + s``
+    where ``s'`` keeps its digits (``_rows.split_from_plain``: the subtraction
+    of 2**64 is exact, the sum's error at most ``(n + VB) 2**-53`` of it);
+    otherwise, for a live lane, the split sum of the non-maximal terms and the
+    count of maxima (the exponentials as ``grad`` holds them, or computed
+    again without a gradient), in the order of the split loop (the same
+    bits). ``fv[4]`` and ``iv[3]`` are scratch here."""
+    wide()
+    bound = F64(n + VB) * PLAIN_SPLIT_MIN * BIG
+    nfall = 0
+    for k in range(kk):
+        t = fv[0, k] - BIG
+        fv[0, k] = t
+        iv[0, k] = 1
+        nfall += 1 if (iv[2, k] == 0 and t < bound) else 0     # NaN lanes: not counted
+    if nfall == 0:
+        return
+    for k in range(kk):
+        fv[4, k] = 0.0
+    for k in range(kk):
+        iv[3, k] = 0
+    for c in range(n):
+        if want_grad:
+            for k in range(kk):
+                v = F64(ld3(grad, o, c, k0 + k))
+                one = v == BIG
+                iv[3, k] += 1 if one else 0
+                fv[4, k] += 0.0 if one else v
+        else:
+            for k in range(kk):
+                v = F64(exp_shifted_big(ld3(x, o, c, k0 + k), sv[k]))
+                one = v == BIG
+                iv[3, k] += 1 if one else 0
+                fv[4, k] += 0.0 if one else v
+    for k in range(kk):
+        redo = iv[2, k] == 0 and fv[0, k] < bound
+        fv[0, k] = fv[4, k] if redo else fv[0, k]
+        iv[0, k] = iv[3, k] if redo else iv[0, k]
 
 
 @helper
@@ -538,7 +619,7 @@ def _lane_scratch(x, g):
     bv = aligned_words(g)
     fv = aligned_words(10 * g).reshape((10, g))
     sv = aligned_words(g).view(x.dtype)[:g]
-    iv = aligned_words(3 * g).view(np.int64).reshape((3, g))
+    iv = aligned_words(4 * g).view(np.int64).reshape((4, g))
     ev = aligned_words(2 * g).view(x.dtype)[:2 * g].reshape((2, g))
     return tl, av, bv, fv, sv, iv, ev
 
