@@ -302,11 +302,22 @@ def test_common_call_fast_path_is_bit_identical(rng, monkeypatch, dtype, shape, 
     t = rng.integers(0, shape[1], shape[0])
     if shape[0] > 1:
         t[0] = -100          # ignored: the mean's denominator counts the rest
-    taken, fast, slow = through_both_paths(monkeypatch, api_losses, "_ce_fast", lambda: [
-        fs.cross_entropy(x, t, axis, reduction=reduction),
-        *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction),
-        *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction, grad_output=2.5)])
-    assert taken == [True, True, True]
+    outs = []
+
+    def calls():
+        xi, xo = x.copy(), x.copy()
+        out = np.full_like(x, 7.0)
+        res = [fs.cross_entropy(x, t, axis, reduction=reduction),
+               *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction),
+               *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction, grad_output=2.5),
+               *fs.cross_entropy_with_grad(xi, t, axis, reduction=reduction, inplace=True),
+               *fs.cross_entropy_with_grad(x, t, axis, reduction=reduction, out=out),
+               *fs.cross_entropy_with_grad(xo, t, axis, reduction=reduction, out=xo)]
+        outs.append((res[6] is xi, res[8] is out, res[10] is xo))
+        return res + [xi, out, xo]
+    taken, fast, slow = through_both_paths(monkeypatch, api_losses, "_ce_fast", calls)
+    assert taken == [True] * 6
+    assert outs == [(True, True, True)] * 2      # the arrays returned are those written
     if shape == (4, 16):    # negative zeros for the options take the fast path too
         kw = dict(reduction=reduction, label_smoothing=-0.0, z_loss=-0.0)
         taken0, fast0, slow0 = through_both_paths(monkeypatch, api_losses, "_ce_fast", lambda: [
@@ -324,7 +335,8 @@ def test_common_call_fast_path_is_bit_identical(rng, monkeypatch, dtype, shape, 
     dict(target_dtype=np.int32), dict(weight=True), dict(ignore_index=-1),
     dict(label_smoothing=0.1), dict(z_loss=1e-4), dict(reduction="none"),
     dict(fortran=True), dict(readonly=True), dict(axis=np.int64(-1)),
-    dict(label_smoothing=np.float64(0.0))])
+    dict(label_smoothing=np.float64(0.0)), dict(out="fortran"),
+    dict(out="overlap"), dict(out="target"), dict(inplace=np.True_)])
 def test_calls_outside_the_fast_path_match_the_general_path(rng, monkeypatch, call):
     """Every way out of the fast path is refused by it and gives the general path's result."""
     from fastsoftmax._api import losses as api_losses
@@ -338,8 +350,27 @@ def test_calls_outside_the_fast_path_match_the_general_path(rng, monkeypatch, ca
           if k in call}
     if call.get("weight"):
         kw["weight"] = rng.random(6)
-    taken, got, want = through_both_paths(monkeypatch, api_losses, "_ce_fast",
-                                          lambda: list(fs.cross_entropy_with_grad(x, t, **kw)))
+    if "inplace" in call:
+        kw["inplace"] = call["inplace"]
+    # outs the fast path leaves to the general one: not C-contiguous,
+    # overlapping the logits without being them, or overlapping the targets
+    xbuf = np.zeros((10, 6))
+    tbuf = np.zeros(54, np.int64)            # out="target": out's memory holds t
+    t0 = t.copy()
+    if call.get("out") == "target":
+        t = tbuf[:9]
+    make_out = {"fortran": lambda: np.empty((9, 6), order="F"),
+                "overlap": lambda: xbuf[1:10],
+                "target": lambda: tbuf.view(np.float64).reshape(9, 6)}
+
+    def calls():
+        if "out" in call:
+            xbuf[:9] = x
+            tbuf[:9] = t0
+            xx = xbuf[:9] if call["out"] == "overlap" else x
+            return list(fs.cross_entropy_with_grad(xx, t, out=make_out[call["out"]](), **kw))
+        return list(fs.cross_entropy_with_grad(x.copy() if "inplace" in call else x, t, **kw))
+    taken, got, want = through_both_paths(monkeypatch, api_losses, "_ce_fast", calls)
     assert taken == [False]
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -186,34 +186,57 @@ def _index_call(x, target, axis, weight, ignore_index, reduction):
 
 def _ce_fast(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
              want_grad, grad_output, out, inplace):
-    """The common call (``_index_call``) with label_smoothing and z_loss at 0 and no
-    out= or inplace, without the general path's plumbing; None otherwise.
+    """The common call (``_index_call``) with label_smoothing and z_loss at 0,
+    without the general path's plumbing; None otherwise.
 
     Its Python overhead was 25 of the 30 us a (4, 16) loss took; anything
-    else, and every error, takes the general path.
+    else, and every error, takes the general path. The gradient goes to a
+    fresh array, or to ``out`` / the logits (``inplace``) when the general
+    path would write there directly too: ``out`` of the logits' dtype and
+    shape, C-contiguous and writeable, the logits themselves or apart from
+    them; neither overlapping the targets.
     """
     if not (type(label_smoothing) in (float, int) and type(z_loss) in (float, int)
             and (not want_grad or type(grad_output) in (float, int))
-            and out is None and inplace is False
+            and (inplace is False or (inplace is True and out is None))
             and label_smoothing == 0.0 and z_loss == 0.0):
         return None
     common = _index_call(logits, target, axis, weight, ignore_index, reduction)
     if common is None:
         return None
     dt, R, n = common
+    grad = UNUSED[dt]["rows"]
+    if want_grad:
+        grad = _fast_grad_target(logits, target, out, inplace, dt, R, n)
+        if grad is None:
+            return None
     bad, cnt, wsum_t = lk.scan_targets(target, -100, n, _EMPTY_F64)
     if bad >= 0:
         return None      # the general path raises the IndexError
     tg = Targets.index(target, cnt, wsum_t)
     alpha, beta = _scales(reduction, tg, float(grad_output) if want_grad else 1.0)
     part = np.zeros((-(-R // lk.block_rows(n)), 4))
-    grad = np.empty((R, n), dt) if want_grad else UNUSED[dt]["rows"]
     # the options as the general path passes them (a -0.0 stays -0.0)
     run_blocks(lk.ce_rows, lk.ce_rows_parallel, logits.size, logits, lk.KIND_INDEX, target,
                UNUSED[dt]["rows"], _EMPTY_F64, float(n), ignore_index, float(label_smoothing),
                float(z_loss), want_grad, grad, _EMPTY_F64, alpha, beta, _EMPTY_F64, part)
     loss = scalar_as(_reduce(reduction, tg, part), dt)
     return (loss, grad) if want_grad else loss
+
+
+def _fast_grad_target(logits, target, out, inplace, dt, R, n):
+    """Where ``_ce_fast`` writes the gradient, or None for the general path."""
+    if np.may_share_memory(target, logits):
+        return None
+    if inplace:
+        return logits            # writeable and C-contiguous (_index_call)
+    if out is None:
+        return np.empty((R, n), dt)
+    if not usable_as_is(out, dt, (R, n)) or np.may_share_memory(out, target):
+        return None
+    if out.ctypes.data == logits.ctypes.data or not np.may_share_memory(out, logits):
+        return out               # the logits themselves (both C-contiguous), or apart
+    return None
 
 
 def _ce(logits, target, axis, weight, ignore_index, reduction, label_smoothing, z_loss,
