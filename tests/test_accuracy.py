@@ -147,15 +147,25 @@ def test_float32_split_sums_around_the_plain_sum_bound(rng, n, layout):
     assert max_ulp(g, gref, np.float32, normal) <= BOUND
 
 
+@pytest.mark.parametrize("layout", ["rows", "lanes"])
+@pytest.mark.parametrize("decades", [37, 3])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gradient_scales_ulp(rng, dtype):
-    """Per-sample grad_output from 1e-37 to 1e37: the gradient's scaling in
-    the data's dtype (a double-word factor) and its float64 fallback for
-    factors beyond 2**+-100 both stay within the bound."""
+def test_gradient_scales_ulp(rng, dtype, decades, layout):
+    """Per-sample grad_output over +-``decades`` decades: the gradient's
+    scaling in the data's dtype (a double-word factor) and its float64
+    fallback for factors beyond 2**+-100 (in the lanes kernel: for a block
+    with any such lane) both stay within the bound. "lanes": the samples
+    along axis 1 of a (1, C, N) array."""
     x = _data(rng, 1000, 30.0, dtype, rows=16)
     t = rng.integers(0, 1000, 16)
-    go = (10.0 ** np.linspace(-37, 37, 16)).astype(dtype) * np.where(np.arange(16) % 2, 1, -1)
-    _, g = fs.cross_entropy_with_grad(x, t, reduction="none", grad_output=go)
+    go = ((10.0 ** np.linspace(-decades, decades, 16)).astype(dtype)
+          * np.where(np.arange(16) % 2, 1, -1))
+    if layout == "rows":
+        _, g = fs.cross_entropy_with_grad(x, t, reduction="none", grad_output=go)
+    else:
+        _, g = fs.cross_entropy_with_grad(np.ascontiguousarray(x.T)[None], t[None], axis=1,
+                                          reduction="none", grad_output=go[None])
+        g = g[0].T
     gref = hp_ce_grad_rows(x, t, 1.0)
     gref = gref * np.asarray(go, gref.dtype)[:, None]
     normal = (np.abs(gref) >= np.finfo(dtype).tiny) & (np.abs(gref) <= np.finfo(dtype).max)

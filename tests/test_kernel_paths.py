@@ -229,6 +229,26 @@ def test_float32_lane_sums_both_ways(shape):
     _close(np.moveaxis(gl, 1, -1), gr, 1e-6)
 
 
+def test_float32_lane_gradient_scaling_matches_float64():
+    """The lanes kernel scales a float32 block's gradient by double-word
+    factors in float32 (``fma(e, kh, e * kl)``) when every lane's factor is
+    in range, else in float64: the two round alike (a tie between them can
+    differ by one unit, rarely). One more lane with a grad_output of 1e-30
+    sends the block to the float64 loop; the other lanes must not change."""
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(1, 500, 17)) * 3).astype(np.float32)
+    t = rng.integers(0, 500, (1, 17))
+    go = rng.uniform(0.5, 2.0, (1, 17)).astype(np.float32)
+    _, g32 = fs.cross_entropy_with_grad(x[:, :, :16].copy(), t[:, :16], axis=1,
+                                        reduction="none", grad_output=go[:, :16])
+    go[0, 16] = 1e-30
+    _, g64 = fs.cross_entropy_with_grad(x, t, axis=1, reduction="none", grad_output=go)
+    a, b = g32, g64[:, :, :16]
+    ulps = np.abs(a.view(np.int32).astype(np.int64) - b.view(np.int32).astype(np.int64))
+    assert ulps.max() <= 1
+    assert np.count_nonzero(ulps) <= a.size // 1000
+
+
 def test_split_from_plain_bound():
     from fastsoftmax._kernels._rows import PLAIN_SPLIT_MIN, VB, split_from_plain
     n = 1000

@@ -311,7 +311,7 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
     ``tl[k]``: index targets of the lanes (int64); ``tq``: distribution targets
     in the logits' layout; ``av``/``bv``: per-lane alpha/beta; results go to
     ``ce_out[k]``/``zp_out[k]`` (float64, lane-relative). ``fv`` (10, KT)
-    float64, ``sv`` (KT,) float, ``iv`` (4, KT) int64 and ``ev`` (2, KT) float
+    float64, ``sv`` (KT,) float, ``iv`` (4, KT) int64 and ``ev`` (4, KT) float
     are scratch. Lanes whose target is ``ignore`` give zeros.
 
     Every loop over the lanes is branch-free arithmetic (it vectorises); the
@@ -337,7 +337,8 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
     # iv rows: 0 count of maxima, 1 target (0 for ignored lanes), 2 state:
     #          0 live, 1 ignored, 2 finished (non-finite or NaN), 3 scratch
     # ev rows: 0 the exponentials, 1 the state in the data's type (1 live,
-    #          0 ignored, -1 finished: masks as wide as the data's vectors)
+    #          0 ignored, -1 finished: masks as wide as the data's vectors),
+    #          2 and 3 the gradient's factors as double-words (float32)
     for k in range(kk):
         sv[k] = ld3(x, o, 0, k0 + k)
     for c in range(1, n):
@@ -388,6 +389,11 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
     need_wsum = kind == 1 or eps != 0.0
     in_place = x.ctypes.data == grad.ctypes.data
     plain = is_f32_array(x)
+    # every lane live (none ignored or finished): stores need no mask
+    nlive = 0
+    for k in range(kk):
+        nlive += 1 if iv[2, k] == 0 else 0
+    all_live = nlive == kk
     for c in range(n):
         wc = _weight(weight, c)
         if need_wsum:
@@ -404,7 +410,17 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
                     fv[3, k] += mass
         if plain:
             # the plain sums (BIG for each maximum)
-            if want_grad and in_place:
+            if want_grad and all_live and in_place:
+                for k in range(kk):
+                    e = exp_shifted_big(ld3(grad, o, c, k0 + k), sv[k])
+                    ev[0, k] = e
+                    st3(grad, o, c, k0 + k, e)
+            elif want_grad and all_live:
+                for k in range(kk):
+                    e = exp_shifted_big(ld3(x, o, c, k0 + k), sv[k])
+                    ev[0, k] = e
+                    st3(grad, o, c, k0 + k, e)
+            elif want_grad and in_place:
                 for k in range(kk):
                     e = exp_shifted_big(ld3(grad, o, c, k0 + k), sv[k])
                     ev[0, k] = e
@@ -480,6 +496,7 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
     for k in range(kk):
         nnan += 1 if (iv[2, k] == 0 and fv[0, k] != fv[0, k]) else 0
     if nnan:
+        all_live = False
         for k in range(kk):
             if iv[2, k] == 0 and fv[0, k] != fv[0, k]:
                 iv[2, k] = 2
@@ -500,9 +517,31 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
             msum = fv[3, k]
         fv[8, k] = (av[k] * msum + zc) * fv[6, k] * INV_BIG
         fv[2, k] = zc
+    # float32, every lane live, no smoothing: the factors as double-words in
+    # float32 (as _scale_big; ev rows 2 and 3) when every lane's is in range
+    f32_scale = plain and kind == 0 and eps == 0.0 and all_live
+    if f32_scale:
+        nin = 0
+        for k in range(kk):
+            ak = abs(fv[8, k]) * BIG
+            nin += 1 if (ak > 2.0 ** -100 and ak < 2.0 ** 60) else 0
+        f32_scale = nin == kk
+    if f32_scale:
+        for k in range(kk):
+            kh, kl = split_like(ev, fv[8, k] * BIG, 0.0)
+            ev[2, k] = kh
+            ev[3, k] = kl
+    sc = cast_like(ev, INV_BIG)
     for c in range(n):
         wc = _weight(weight, c)
-        if kind == 0 and eps == 0.0:
+        if f32_scale:
+            for k in range(kk):
+                e = ld3(grad, o, c, k0 + k)
+                st3(grad, o, c, k0 + k, fma(e, ev[2, k], e * ev[3, k]) * sc)
+        elif kind == 0 and eps == 0.0 and all_live:
+            for k in range(kk):
+                st3(grad, o, c, k0 + k, F64(ld3(grad, o, c, k0 + k)) * fv[8, k])
+        elif kind == 0 and eps == 0.0:
             for k in range(kk):
                 g = F64(ld3(grad, o, c, k0 + k)) * fv[8, k]
                 st = ev[1, k]
@@ -620,7 +659,7 @@ def _lane_scratch(x, g):
     fv = aligned_words(10 * g).reshape((10, g))
     sv = aligned_words(g).view(x.dtype)[:g]
     iv = aligned_words(4 * g).view(np.int64).reshape((4, g))
-    ev = aligned_words(2 * g).view(x.dtype)[:2 * g].reshape((2, g))
+    ev = aligned_words(4 * g).view(x.dtype)[:4 * g].reshape((4, g))
     return tl, av, bv, fv, sv, iv, ev
 
 
