@@ -408,60 +408,47 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
                     mass = wc * q
                     fv[2, k] += _xlogterm(mass, F64(sv[k]) - F64(ld3(x, o, c, k0 + k)))
                     fv[3, k] += mass
-        if plain:
-            # the plain sums (BIG for each maximum)
-            if want_grad and all_live and in_place:
-                for k in range(kk):
-                    e = exp_shifted_big(ld3(grad, o, c, k0 + k), sv[k])
-                    ev[0, k] = e
-                    st3(grad, o, c, k0 + k, e)
-            elif want_grad and all_live:
-                for k in range(kk):
-                    e = exp_shifted_big(ld3(x, o, c, k0 + k), sv[k])
-                    ev[0, k] = e
-                    st3(grad, o, c, k0 + k, e)
-            elif want_grad and in_place:
-                for k in range(kk):
-                    e = exp_shifted_big(ld3(grad, o, c, k0 + k), sv[k])
-                    ev[0, k] = e
-                    if ev[1, k] > 0.0:
-                        st3(grad, o, c, k0 + k, e)
-            elif want_grad:
-                for k in range(kk):
-                    e = exp_shifted_big(ld3(x, o, c, k0 + k), sv[k])
-                    ev[0, k] = e
-                    if ev[1, k] > 0.0:
-                        st3(grad, o, c, k0 + k, e)
-            else:
-                for k in range(kk):
-                    ev[0, k] = exp_shifted_big(ld3(x, o, c, k0 + k), sv[k])
+        # the exponentials, times 2**64, to grad (live lanes) and ev[0]
+        if want_grad and all_live and in_place:
             for k in range(kk):
-                fv[0, k] += F64(ev[0, k])
-            continue
-        if want_grad and in_place:
+                e = exp_shifted_big(ld3(grad, o, c, k0 + k), sv[k])
+                ev[0, k] = e
+                st3(grad, o, c, k0 + k, e)
+        elif want_grad and all_live:
+            for k in range(kk):
+                e = exp_shifted_big(ld3(x, o, c, k0 + k), sv[k])
+                ev[0, k] = e
+                st3(grad, o, c, k0 + k, e)
+        elif want_grad and in_place:
             # reading grad (= x) itself: with two arrays LLVM would guard the vector
             # loop by a no-overlap check that an in-place call fails (scalar, 3x slower)
             for k in range(kk):
-                e = exp_shifted_big(ld3(grad, o, c, k0 + k), sv[k])   # times 2**64
+                e = exp_shifted_big(ld3(grad, o, c, k0 + k), sv[k])
                 ev[0, k] = e
                 if ev[1, k] > 0.0:
                     st3(grad, o, c, k0 + k, e)
         elif want_grad:
             for k in range(kk):
-                e = exp_shifted_big(ld3(x, o, c, k0 + k), sv[k])      # times 2**64
+                e = exp_shifted_big(ld3(x, o, c, k0 + k), sv[k])
                 ev[0, k] = e
                 if ev[1, k] > 0.0:
                     st3(grad, o, c, k0 + k, e)
         else:
             for k in range(kk):
                 ev[0, k] = exp_shifted_big(ld3(x, o, c, k0 + k), sv[k])
-        for k in range(kk):
-            v = F64(ev[0, k])
-            one = v == BIG
-            iv[0, k] += 1 if one else 0
-            h, l_ = lane_acc2(ev, fv[0, k], fv[1, k], 0.0 if one else v)
-            fv[0, k] = h
-            fv[1, k] = l_
+        if plain:
+            # the plain sums (BIG for each maximum)
+            for k in range(kk):
+                fv[0, k] += F64(ev[0, k])
+        else:
+            # the split sums and the counts of maxima
+            for k in range(kk):
+                v = F64(ev[0, k])
+                one = v == BIG
+                iv[0, k] += 1 if one else 0
+                h, l_ = lane_acc2(ev, fv[0, k], fv[1, k], 0.0 if one else v)
+                fv[0, k] = h
+                fv[1, k] = l_
     if plain:
         _lanes_from_plain(x, o, k0, kk, n, want_grad, grad, sv, fv, iv)
     # per lane: log(c + s), lse, 1 / (c + s)
