@@ -325,8 +325,8 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
     live lane's ``s'`` is below the bound (a dominant maximum) are the split
     sums and counts of maxima taken again, for the block
     (``_lanes_from_plain``). The sums are a loop of their own: accumulated in
-    the exponentials' loop, the float64 adds narrowed its vectors (measured
-    no faster than before).
+    the exponentials' loop (float64 adds in a float32 loop), they measured no
+    faster than the split loop they replace.
     """
     wide()
     n = x.shape[1]
