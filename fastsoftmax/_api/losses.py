@@ -226,12 +226,12 @@ def _ce_fast(logits, target, axis, weight, ignore_index, reduction, label_smooth
 
 def _fast_grad_target(logits, target, out, inplace, dt, R, n):
     """Where ``_ce_fast`` writes the gradient, or None for the general path."""
+    if out is None and not inplace:
+        return np.empty((R, n), dt)
     if np.may_share_memory(target, logits):
         return None
     if inplace:
         return logits            # writeable and C-contiguous (_index_call)
-    if out is None:
-        return np.empty((R, n), dt)
     if not usable_as_is(out, dt, (R, n)) or np.may_share_memory(out, target):
         return None
     if out.ctypes.data == logits.ctypes.data or not np.may_share_memory(out, logits):

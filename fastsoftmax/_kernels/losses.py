@@ -42,9 +42,9 @@ from numba import prange
 
 from ._jit import (F64, fma, fmax_nan_dropping, helper, inline, kernel, ld2, ld3,
                    parallel_twin, reduction, scalar_loop, st2, st3, unmanaged, wide)
-from ._rows import (INV_BIG, PLAIN_SPLIT_MIN, SB, SMALL_C, VB, accurate_sum1, aligned_words,
-                    cast_like, is_f32_array, lane_acc2, lanes_to_rows, log_c_plus_s, neumaier,
-                    row_exp_sums, row_max, rows_to_lanes, split_like)
+from ._rows import (INV_BIG, SB, SMALL_C, accurate_sum1, aligned_words, cast_like,
+                    is_f32_array, lane_acc2, lanes_to_rows, log_c_plus_s, neumaier,
+                    row_exp_sums, row_max, rows_to_lanes, split_from_plain, split_like)
 from .forward import small_block
 from .vmath import BIG, exp_shifted, exp_shifted_big, log1p_f64, two_sum
 
@@ -568,20 +568,21 @@ def _ce_lanes(x, o, k0, k1, kind, tl, tq, weight, wsum, eps, z, want_grad, grad,
 def _lanes_from_plain(x, o, k0, kk, n, want_grad, grad, sv, fv, iv):
     """Float32 lanes of _ce_lanes: their plain sums ``fv[0]`` (2**64 times
     the sum of all exponentials, ``c + s``) as ``c = 1`` and ``s' = c - 1 + s``
-    where ``s'`` keeps its digits (``_rows.split_from_plain``: the subtraction
-    of 2**64 is exact, the sum's error at most ``(n + VB) 2**-53`` of it);
-    otherwise, for a live lane, the split sum of the non-maximal terms and the
-    count of maxima (the exponentials as ``grad`` holds them, or computed
-    again without a gradient), in the order of the split loop (the same
-    bits). ``fv[4]`` and ``iv[3]`` are scratch here."""
+    where ``s'`` keeps its digits (``_rows.split_from_plain``, on the sums
+    scaled by 2**-64, exactly); otherwise, for a live lane, the split sum of
+    the non-maximal terms and the count of maxima (the exponentials as
+    ``grad`` holds them, or computed again without a gradient), in the order
+    of the split loop (the same bits). ``fv[4]`` and ``iv[3]`` are scratch
+    here; ``iv[0]`` is 0 meanwhile for the lanes summed again."""
     wide()
-    bound = F64(n + VB) * PLAIN_SPLIT_MIN * BIG
     nfall = 0
     for k in range(kk):
-        t = fv[0, k] - BIG
-        fv[0, k] = t
-        iv[0, k] = 1
-        nfall += 1 if (iv[2, k] == 0 and t < bound) else 0     # NaN lanes: not counted
+        t, tlo, ok = split_from_plain(fv[0, k] * INV_BIG, 0.0, n)
+        fv[0, k] = t * BIG
+        fv[1, k] = tlo * BIG
+        redo = iv[2, k] == 0 and not ok and t == t        # live; NaN lanes: not summed again
+        iv[0, k] = 0 if redo else 1
+        nfall += 1 if redo else 0
     if nfall == 0:
         return
     for k in range(kk):
@@ -602,8 +603,9 @@ def _lanes_from_plain(x, o, k0, kk, n, want_grad, grad, sv, fv, iv):
                 iv[3, k] += 1 if one else 0
                 fv[4, k] += 0.0 if one else v
     for k in range(kk):
-        redo = iv[2, k] == 0 and fv[0, k] < bound
+        redo = iv[0, k] == 0
         fv[0, k] = fv[4, k] if redo else fv[0, k]
+        fv[1, k] = 0.0 if redo else fv[1, k]
         iv[0, k] = iv[3, k] if redo else iv[0, k]
 
 
