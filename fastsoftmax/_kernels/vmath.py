@@ -15,7 +15,15 @@ exp
     polynomial (Lawson's algorithm; relative error 3.1e-9 for float32 with
     degree 4, 3.6e-18 for float64 with degree 9), times ``2**n`` from the
     exponent bits. The low part of ``ln 2`` and any residual of the argument
-    (``delta``) are added to ``r`` with a single rounding.
+    (``delta``) are added to ``r`` with a single rounding. The result is
+    ``fma(p, 2**n, 2**n)`` with ``p = r + r^2 Q(r)``: one rounding, and one
+    dependent operation fewer than ``(1 + p) * 2**n``. The float32 ``Q`` is
+    evaluated by Estrin's scheme (``(q0 + q1 r) + r^2 ((q2 + q3 r) + r^2
+    q4)``, as many operations as Horner's, two fewer in the dependency
+    chain). These loops are bound by that chain's latency (the reservation
+    station fills with waiting operations), not by the FMA ports: the two
+    changes made the float32 exponential loop 0.88-0.90 of its time (float64:
+    the FMA alone, 0.91; Estrin's extra products made it slower there).
 
     ``exp_shifted(x, m)`` is ``exp(x - m)`` where ``x - m`` is first split
     exactly into ``d + lo`` (TwoSum): the rounding of ``x - m`` is otherwise
@@ -153,7 +161,7 @@ def _exp_generator(bias32, bias64, zero32, zero64):
     The argument is reduced exactly (``r = q - n ln2_hi``), the rest of the
     argument (``delta`` minus ``n ln2_lo``) is added to it with one rounding
     (at most 2**-26 relative, a quarter of a float32 ULP), and
-    ``exp(r) = 1 + r + r**2 Q(r)`` is evaluated with FMAs.
+    ``2**n exp(r) = 2**n + 2**n (r + r**2 Q(r))`` is evaluated with FMAs.
     """
     def generator(q, delta):
         if _is32(q):
@@ -165,10 +173,11 @@ def _exp_generator(bias32, bias64, zero32, zero64):
                 n = t - _MAGIC_32
                 r = fma(-n, _LN2_HI_32, q)               # exact
                 r = r + fma(-n, _LN2_LO_32, delta)
-                qq = fma(fma(fma(fma(q4, r, q3), r, q2), r, q1), r, q0)
-                e = F32(1.0) + fma(r * r, qq, r)
-                scale = f32_from_bits((f32_bits(t) - _MAGIC_BITS_32 + b32) << np.int32(23))
-                return F32(0.0) if q < zero32 else e * scale
+                r2 = r * r
+                qq = fma(r2, fma(r2, q4, fma(q3, r, q2)), fma(q1, r, q0))    # Estrin
+                p = fma(r2, qq, r)                                            # exp(r) - 1
+                scale = f32_from_bits((f32_bits(t) + (b32 - _MAGIC_BITS_32)) << np.int32(23))
+                return F32(0.0) if q < zero32 else fma(p, scale, scale)
             return impl32
         if _is64(q):
             c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 = _Q64
@@ -181,9 +190,9 @@ def _exp_generator(bias32, bias64, zero32, zero64):
                 r = r + fma(-n, _LN2_LO_64, delta)
                 qq = fma(fma(fma(fma(fma(fma(fma(fma(fma(c9, r, c8), r, c7), r, c6), r, c5),
                                          r, c4), r, c3), r, c2), r, c1), r, c0)
-                e = F64(1.0) + fma(r * r, qq, r)
-                scale = f64_from_bits((f64_bits(t) - _MAGIC_BITS_64 + b64) << np.int64(52))
-                return F64(0.0) if q < zero64 else e * scale
+                p = fma(r * r, qq, r)
+                scale = f64_from_bits((f64_bits(t) + (b64 - _MAGIC_BITS_64)) << np.int64(52))
+                return F64(0.0) if q < zero64 else fma(p, scale, scale)
             return impl64
         return None
     return generator
