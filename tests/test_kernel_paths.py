@@ -338,3 +338,87 @@ def test_in_place_equals_out_of_place(dtype, shape, axis):
         xi = x.copy()
         li, gi = fs.cross_entropy_with_grad(xi, t, axis=axis, inplace=True, **kw)
         assert gi is xi and np.array_equal(gi, g) and li == loss, kw
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_max_order_keys(dtype):
+    """row_max is an integer maximum of order-preserving keys: it must equal
+    np.max on any finite row (signed zeros, subnormals, float max), give +inf
+    for a row holding one, and a NaN with the sign bit clear must win."""
+    from fastsoftmax._kernels._rows import row_max
+    fi = np.finfo(dtype)
+    rng = np.random.default_rng(5)
+    pool = np.array([0.0, -0.0, fi.tiny, -fi.tiny, fi.smallest_subnormal, -fi.smallest_subnormal,
+                     fi.max, -fi.max, 1.0, -1.0, 3.5e-3, -7e5], dtype)
+    for n in (1, 3, 64, 65, 130, 1100):
+        for trial in range(6):
+            row = rng.choice(pool, n) if trial % 2 else (rng.normal(size=n) * 10.0 ** trial)
+            x = row.astype(dtype).reshape(1, n)
+            got = row_max(x, None, 0, n)
+            assert got == x.max(), (n, trial, got, x.max())
+            if got == 0.0 and np.any(x == 0):
+                # the maximum is a zero: +0.0 when the row holds one
+                assert np.signbit(got) == (not np.any((x == 0) & ~np.signbit(x)))
+            y = x.copy()
+            y[0, rng.integers(n)] = np.inf
+            assert row_max(y, None, 0, n) == np.inf
+            y[0, rng.integers(n)] = np.nan
+            assert np.isnan(row_max(y, None, 0, n))
+            mask = rng.random((1, n)) < 0.5
+            want = x[mask].max() if mask.any() else -np.inf
+            assert row_max(x, mask, 0, n) == want
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", [((3, 5), -1), ((3, 70), -1), ((2, 1100), -1),
+                                        ((2, 9, 70), 1)])
+def test_nan_with_sign_bit(dtype, shape, axis):
+    """A NaN with its sign bit set sorts below every key in row_max, so the row
+    is not sent to the special path by its maximum: the NaN must still turn the
+    row's outputs into NaN (through the sum), in every kernel, as NumPy's nan does."""
+    rng = np.random.default_rng(8)
+    x = (rng.normal(size=shape) * 3).astype(dtype)
+    neg_nan = np.copysign(dtype(np.nan), dtype(-1))
+    assert np.signbit(neg_nan)
+    idx = [0] * len(shape)
+    idx[axis] = 1
+    x[tuple(idx)] = neg_nan
+    bad = np.zeros(shape, bool)
+    bad[tuple(idx)] = True
+    bad_rows = np.any(bad, axis=axis)
+    for f in (fs.softmax, fs.log_softmax):
+        y = f(x, axis=axis)
+        assert np.all(np.isnan(y) == np.expand_dims(bad_rows, axis).repeat(shape[axis], axis))
+    lse = fs.logsumexp(x, axis=axis)
+    assert np.array_equal(np.isnan(lse), bad_rows)
+    t = rng.integers(0, shape[axis], bad_rows.shape)
+    loss, g = fs.cross_entropy_with_grad(x, t, axis=axis, reduction="none")
+    assert np.array_equal(np.isnan(loss), bad_rows)
+    assert np.array_equal(np.isnan(fs.cross_entropy(x, t, axis=axis, reduction="none")),
+                          bad_rows)
+    assert np.all(np.isnan(g) == np.expand_dims(bad_rows, axis).repeat(shape[axis], axis))
+
+
+@pytest.mark.skipif(PYTHON_MODE, reason="compiled helpers only")
+def test_helpers_without_runtime_return_no_arrays():
+    """Helpers compiled without Numba's runtime do no reference counting: one
+    returning an array would hand its caller a reference it never took (a
+    use-after-free later). Every compiled signature must return no array."""
+    from numba import types
+    from fastsoftmax._kernels._jit import NO_NRT_DISPATCHERS
+    x = np.random.default_rng(3).normal(size=(40, 1100)).astype(np.float32)
+    t = np.arange(40) % 1100
+    fs.softmax(x), fs.log_softmax(x), fs.logsumexp(x, axis=-1)
+    fs.cross_entropy_with_grad(x, t), fs.cross_entropy_with_grad(x[:, :7], t % 7)
+    fs.log_softmax_backward(x, fs.log_softmax(x))
+
+    def holds_array(ty):
+        if isinstance(ty, types.Array):
+            return True
+        return isinstance(ty, types.BaseTuple) and any(holds_array(e) for e in ty.types)
+    checked = 0
+    for d in NO_NRT_DISPATCHERS:
+        for sig in d.nopython_signatures:
+            checked += 1
+            assert not holds_array(sig.return_type), (d.py_func.__qualname__, sig)
+    assert checked > 20

@@ -24,7 +24,7 @@ import numpy as np
 from numba import prange, types
 
 from ._jit import (F64, fma, fmax_nan_dropping, helper, inline, kernel, ld2, ld3, overloaded,
-                   parallel_twin, py_call, st2, st3, unmanaged, wide)
+                   managed_helper, parallel_twin, py_call, st2, st3, unmanaged, wide)
 from ._rows import (MODE_LOG_SOFTMAX, MODE_LOGSUMEXP, MODE_SOFTMAX, PREFETCH_MAX, SB, SMALL_C,
                     INV_BIG, UNIT_MAGIC, VB, acc_add, lane_acc, lane_acc2, prefetch_row,
                     cast_like, dw_inverse, lanes_to_rows, log_c_plus_s, row_exp_sums,
@@ -38,7 +38,13 @@ def row_of(a, i):
     return py_call(row_of, a, i)
 
 
-@overloaded(row_of, inline="always")
+# Views returned by an overload: typed in a function of their own, which
+# Numba compiles only with its runtime (the body is inlined into the caller,
+# which is compiled without it; see _jit.NO_NRT_DISPATCHERS).
+_VIEW_OPTS = dict(inline="always", jit_options={"_nrt": True})
+
+
+@overloaded(row_of, **_VIEW_OPTS)
 def _row_of(a, i):
     if isinstance(a, (types.NoneType, types.Omitted)):
         return lambda a, i: None
@@ -50,7 +56,7 @@ def lane_of(a, o, k):
     return py_call(lane_of, a, o, k)
 
 
-@overloaded(lane_of, inline="always")
+@overloaded(lane_of, **_VIEW_OPTS)
 def _lane_of(a, o, k):
     if isinstance(a, (types.NoneType, types.Omitted)):
         return lambda a, o, k: None
@@ -437,7 +443,7 @@ def _tiny_rows(x, mask, th, tl, scaled, out, lse, mode, r0, r1):
                 st2(out, i, j, (xload2(x, mask, i, j) - m) * thc - ellc)
 
 
-@helper
+@managed_helper
 def _rows_range(x, mask, th, tl, scaled, out, lse, mode, r0, r1, seg):
     """Rows [r0, r1): wide rows one by one, short rows through lanes (tiny
     arrays in scalar code; the choice depends on the array's shape only)."""

@@ -41,7 +41,7 @@ import numpy as np
 from numba import prange
 
 from ._jit import (F64, fma, fmax_nan_dropping, helper, inline, kernel, ld2, ld3,
-                   parallel_twin, reduction, scalar_loop, st2, st3, unmanaged, wide)
+                   managed_helper, parallel_twin, reduction, scalar_loop, st2, st3, unmanaged, wide)
 from ._rows import (INV_BIG, SB, SMALL_C, accurate_sum1, aligned_words, cast_like,
                     is_f32_array, lane_acc2, lanes_to_rows, log_c_plus_s, neumaier,
                     row_exp_sums, row_max, rows_to_lanes, split_from_plain, split_like)
@@ -609,7 +609,7 @@ def _lanes_from_plain(x, o, k0, kk, n, want_grad, grad, sv, fv, iv):
         iv[0, k] = iv[3, k] if redo else iv[0, k]
 
 
-@helper
+@managed_helper
 def _special_lane(x, o, kk, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, alpha,
                   beta):
     """A non-finite lane: copied into rows and run through _special_row."""
@@ -638,7 +638,7 @@ def _row_scales(gscale, i, alpha, beta):
     return alpha, beta
 
 
-@helper
+@managed_helper
 def _lane_scratch(x, g):
     """The per-lane work arrays of _ce_lanes for g lanes, each on a cache line:
     (targets, alpha, beta, float64 sums, x-dtype values, counts, exponentials)."""
