@@ -17,8 +17,9 @@ One place decides how kernels are compiled:
   their own flags, so compensated steps survive inside vector loops.
 * ``kernel`` functions are the compiled entry points (``nogil``, cached,
   NumPy error model); ``helper`` functions are their building blocks,
-  compiled separately (once per signature, not once per call site);
-  ``inline`` is kept for one-line helpers.
+  compiled separately (once per signature, not once per call site) and
+  without Numba's runtime (no reference counting; ``managed_helper`` for the
+  few that allocate); ``inline`` is kept for one-line helpers.
 * ``parallel_twin`` compiles a second copy of a kernel with ``parallel=True``
   under a distinct qualified name, because Numba's cache key ignores the
   decorator flags (GUIDE §2).
@@ -190,7 +191,7 @@ def kernel(fn):
 # see is borrowed from a kernel (or a managed helper) that keeps it alive for
 # the call, and none of them allocates or returns an array (Numba refuses to
 # compile an allocation there; a returned argument would lose a reference:
-# tests/test_kernels_internal.py checks the compiled return types). With the
+# tests/test_kernel_paths.py checks the compiled return types). With the
 # runtime, each call passing arrays cost calls to NRT_incref/NRT_decref even
 # for unmanaged arrays (a null check each, but a call): 5% of the fused loss
 # at 4096x1000 and 10% of a 64-class logsumexp. ``_nrt`` is inherited by
@@ -386,29 +387,6 @@ def st3(typingctx, arr, i, j, k, v):
     return _make_store(3)(typingctx, arr, i, j, k, v)
 
 
-@intrinsic
-def prefetch2(typingctx, arr, i, j):
-    """Hint the CPU to fetch arr[i, j] into cache (no bounds check: a hint never faults)."""
-    if not isinstance(arr, types.Array) or arr.ndim != 2:
-        return None
-
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        inds = [context.cast(builder, v, t, types.intp)
-                for v, t in zip(args[1:], signature.args[1:])]
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, inds, wraparound=False,
-                                       boundscheck=False)
-        i8p = ir.IntType(8).as_pointer()
-        fn = builder.module.declare_intrinsic(
-            "llvm.prefetch", [i8p],
-            ir.FunctionType(ir.VoidType(), [i8p, ir.IntType(32), ir.IntType(32), ir.IntType(32)]))
-        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(ir.IntType(32), 0),
-                          ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
-        return context.get_dummy_value()
-    return types.void(arr, i, j), codegen
-
-
 def unmanaged(a):
     """The same array without its reference count (``a`` itself for None).
 
@@ -565,9 +543,6 @@ if PYTHON_MODE:
 
     def st3(a, i, j, k, v):
         a[i, j, k] = v
-
-    def prefetch2(a, i, j):
-        return None
 
     def scalar_loop():
         return None
