@@ -219,42 +219,39 @@ def from_order_key(k, like):
     return py_call(from_order_key, k, like)
 
 
+def _key_parts(t):
+    """(to bits, from bits, integer type, shift, magnitude mask) for float type t."""
+    if isinstance(t, types.Float) and t.bitwidth == 32:
+        return f32_bits, f32_from_bits, np.int32, np.int32(31), np.int32(0x7FFFFFFF)
+    if isinstance(t, types.Float) and t.bitwidth == 64:
+        return f64_bits, f64_from_bits, np.int64, np.int64(63), np.int64(0x7FFFFFFFFFFFFFFF)
+    return None
+
+
 @overloaded(order_key, jit_options=_SMALL_OPTS)
 def _order_key(v):
-    if isinstance(v, types.Float) and v.bitwidth == 32:
-        sh, low = np.int32(31), np.int32(0x7FFFFFFF)
+    parts = _key_parts(v)
+    if parts is None:
+        return None
+    to_bits, _, ity, sh, low = parts
 
-        def impl32(v):
-            b = f32_bits(v)
-            return np.int32(b ^ ((b >> sh) & low))
-        return impl32
-    if isinstance(v, types.Float) and v.bitwidth == 64:
-        sh, low = np.int64(63), np.int64(0x7FFFFFFFFFFFFFFF)
-
-        def impl64(v):
-            b = f64_bits(v)
-            return np.int64(b ^ ((b >> sh) & low))
-        return impl64
-    return None
+    def impl(v):
+        b = to_bits(v)
+        return ity(b ^ ((b >> sh) & low))
+    return impl
 
 
 @overloaded(from_order_key, jit_options=_SMALL_OPTS)
 def _from_order_key(k, like):
-    if isinstance(like, types.Float) and like.bitwidth == 32:
-        sh, low = np.int32(31), np.int32(0x7FFFFFFF)
+    parts = _key_parts(like)
+    if parts is None:
+        return None
+    _, from_bits, ity, sh, low = parts
 
-        def impl32(k, like):
-            k32 = np.int32(k)
-            return f32_from_bits(np.int32(k32 ^ ((k32 >> sh) & low)))
-        return impl32
-    if isinstance(like, types.Float) and like.bitwidth == 64:
-        sh, low = np.int64(63), np.int64(0x7FFFFFFFFFFFFFFF)
-
-        def impl64(k, like):
-            k64 = np.int64(k)
-            return f64_from_bits(np.int64(k64 ^ ((k64 >> sh) & low)))
-        return impl64
-    return None
+    def impl(k, like):
+        kk = ity(k)
+        return from_bits(ity(kk ^ ((kk >> sh) & low)))
+    return impl
 
 
 @reduction
