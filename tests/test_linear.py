@@ -169,3 +169,25 @@ def test_extreme_logits_stay_finite(chunk):
     np.testing.assert_allclose(loss, eloss, rtol=1e-12)
     for g, e in zip(grads, egrads):
         np.testing.assert_allclose(g, e, rtol=1e-9, atol=1e-9 * np.abs(e).max())
+
+
+@pytest.mark.parametrize("chunk", CHUNKS, ids=str)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_nan_rows_stay_nan(chunk, dtype):
+    """A sample whose hidden row holds a NaN (of either sign) has NaN logits
+    in every vocabulary chunk: its loss and its hidden gradient must be NaN,
+    wherever the chunks split the vocabulary, and the other samples must be
+    what the unchunked computation gives."""
+    rng = np.random.default_rng(13)
+    h, w, b, t = _problem(rng, dtype, "index", ignored=False)
+    h[3, 2] = np.nan
+    h[4, 5] = np.copysign(dtype(np.nan), dtype(-1))
+    loss, grads = fs.linear_cross_entropy(h, w, t, linear_bias=b, chunk_size=chunk,
+                                          reduction="none")
+    eloss, egrads = _unchunked(h, w, b, t, reduction="none")
+    bad = np.zeros(N, bool)
+    bad[[3, 4]] = True
+    assert np.array_equal(np.isnan(loss), bad)
+    assert np.array_equal(np.isnan(grads[0]).any(axis=1), bad)
+    _close(np.asarray(loss)[~bad], np.asarray(eloss)[~bad], dtype, "loss")
+    _close(grads[0][~bad], egrads[0][~bad], dtype, "grad_hidden")
