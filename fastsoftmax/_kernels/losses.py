@@ -40,7 +40,7 @@ import math
 import numpy as np
 from numba import prange
 
-from ._jit import (F64, fma, fmax_nan_dropping, helper, inline, kernel, ld2, ld3,
+from ._jit import (F64, exact, fma, fmax_nan_dropping, helper, inline, kernel, ld2, ld3,
                    managed_helper, parallel_twin, reduction, scalar_loop, st2, st3, unmanaged, wide)
 from ._rows import (INV_BIG, SB, SMALL_C, accurate_sum1, aligned_words, cast_like,
                     is_f32_array, lane_acc2, lanes_to_rows, log_c_plus_s, neumaier,
@@ -217,6 +217,22 @@ def _scale_big(grad, i, n, k):
             st2(grad, i, c, F64(ld2(grad, i, c)) * k1)
 
 
+@exact
+def _row_loss(kind, mf, xt, cnt, shi, slo, weight, t, eps, inv_n, wsum, wd, wsum_q, z):
+    """A wide row's (ce, z part, logsumexp) from its maximum ``mf`` and the
+    split sums ``cnt + shi + slo`` of its exponentials (see _ce_wide_row)."""
+    ell = log_c_plus_s(cnt, shi, slo)
+    lse = mf + ell
+    if kind == 0:
+        wt = _weight(weight, t)
+        ce = _xlogterm((1.0 - eps) * wt, _nll(mf, F64(xt), ell))
+        if eps != 0.0:
+            ce += eps * inv_n * (ell * wsum + wd)
+    else:
+        ce = ell * wsum_q + wd
+    return ce, z * lse * lse, lse
+
+
 @helper
 def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, alpha, beta,
                  scratch):
@@ -258,25 +274,25 @@ def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
         return np.nan, np.nan
     shi = s
     slo = sc
-    ell = log_c_plus_s(cnt, shi, slo)
-    lse = mf + ell
     wsum_q = qs + qsc if kind == 1 else wsum
     wd = wd + wdc
-    # the loss
-    if kind == 0:
-        wt = _weight(weight, t)
-        ce = _xlogterm((1.0 - eps) * wt, _nll(mf, F64(xt), ell))
-        if eps != 0.0:
-            ce += eps * inv_n * (ell * wsum + wd)
-    else:
-        ce = ell * wsum_q + wd
-    zp = z * lse * lse
+    # the loss: after the gradient when the gradient does not need the
+    # logsumexp (no z-loss), so that the logarithm's chain of dependent
+    # operations overlaps the next row's first read instead of delaying the
+    # gradient (A/B 0.97-0.98 at 500-2000 classes, 0.95 at 250)
+    late = want_grad and z == 0.0
+    ce = 0.0
+    zp = 0.0
+    lse = 0.0
+    if not late:
+        ce, zp, lse = _row_loss(kind, mf, xt, cnt, shi, slo, weight, t, eps, inv_n, wsum, wd,
+                                wsum_q, z)
     if not want_grad:
         return ce, zp
     # sweep three: the gradient, from the stored exponentials
     tot = F64(cnt) + shi
     inv = 1.0 / tot
-    zc = 2.0 * beta * z * lse
+    zc = 0.0 if late else 2.0 * beta * z * lse
     if kind == 0:
         wt = _weight(weight, t)
         mt = (1.0 - eps) * wt
@@ -302,6 +318,9 @@ def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
         for c in range(n):
             mass = _mass_dist(weight, tq, i, c, eps, inv_n)
             st2(grad, i, c, F64(ld2(grad, i, c)) * k1 - alpha * mass)
+    if late:
+        ce, zp, lse = _row_loss(kind, mf, xt, cnt, shi, slo, weight, t, eps, inv_n, wsum, wd,
+                                wsum_q, z)
     return ce, zp
 
 
