@@ -10,6 +10,10 @@ temperature, non-finite rows in every path, every loss option, and both
 linear_cross_entropy strategies.
 """
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -399,26 +403,68 @@ def test_nan_with_sign_bit(dtype, shape, axis):
     assert np.all(np.isnan(g) == np.expand_dims(bad_rows, axis).repeat(shape[axis], axis))
 
 
+_NRT_CHECK = """
+import numpy as np
+import fastsoftmax as fs
+from numba import types
+from fastsoftmax._kernels._jit import NO_NRT_DISPATCHERS
+x = np.random.default_rng(3).normal(size=(40, 1100)).astype(np.float32)
+t = np.arange(40) % 1100
+fs.softmax(x), fs.log_softmax(x), fs.logsumexp(x, axis=-1)
+fs.cross_entropy_with_grad(x, t), fs.cross_entropy_with_grad(x[:, :7], t % 7)
+fs.log_softmax_backward(x, fs.log_softmax(x))
+
+
+def holds_array(ty):
+    if isinstance(ty, types.Array):
+        return True
+    return isinstance(ty, types.BaseTuple) and any(holds_array(e) for e in ty.types)
+
+
+checked = 0
+for d in NO_NRT_DISPATCHERS:
+    for sig in d.nopython_signatures:
+        checked += 1
+        assert not holds_array(sig.return_type), (d.py_func.__qualname__, sig)
+print(checked)
+"""
+
+
 @pytest.mark.skipif(PYTHON_MODE, reason="compiled helpers only")
-def test_helpers_without_runtime_return_no_arrays():
+def test_helpers_without_runtime_return_no_arrays(tmp_path):
     """Helpers compiled without Numba's runtime do no reference counting: one
     returning an array would hand its caller a reference it never took (a
-    use-after-free later). Every compiled signature must return no array."""
-    from numba import types
-    from fastsoftmax._kernels._jit import NO_NRT_DISPATCHERS
-    x = np.random.default_rng(3).normal(size=(40, 1100)).astype(np.float32)
-    t = np.arange(40) % 1100
-    fs.softmax(x), fs.log_softmax(x), fs.logsumexp(x, axis=-1)
-    fs.cross_entropy_with_grad(x, t), fs.cross_entropy_with_grad(x[:, :7], t % 7)
-    fs.log_softmax_backward(x, fs.log_softmax(x))
+    use-after-free later). Every compiled signature must return no array.
 
-    def holds_array(ty):
-        if isinstance(ty, types.Array):
-            return True
-        return isinstance(ty, types.BaseTuple) and any(holds_array(e) for e in ty.types)
-    checked = 0
-    for d in NO_NRT_DISPATCHERS:
-        for sig in d.nopython_signatures:
-            checked += 1
-            assert not holds_array(sig.return_type), (d.py_func.__qualname__, sig)
-    assert checked > 20
+    A helper's signatures exist only once it has been compiled: kernels loaded
+    from the cache never compile their helpers, so the check runs in a fresh
+    process with an empty cache directory (about 50 s of compiling)."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    run = subprocess.run([sys.executable, "-c", _NRT_CHECK], env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert int(run.stdout.split()[-1]) > 20
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [64, 1000, 4100])
+def test_fused_loss_equals_forward_loss(dtype, n):
+    """The fused loss computes a wide row's loss after its gradient unless the
+    z-loss needs the logsumexp first (``losses._ce_wide_row``): either way the
+    per-sample losses equal the forward-only kernel's bit for bit, and the
+    gradient's z-loss part matches the reference."""
+    rng = np.random.default_rng(33)
+    x = (rng.normal(size=(6, n)) * 6).astype(dtype)
+    x[1] -= 500                          # a large common offset
+    x[2, 5] = x[2].max() + 40            # a dominant maximum: a loss far below 1e-7
+    t = rng.integers(0, n, 6)
+    t[2] = 5
+    t[4] = -100
+    go = np.linspace(-2, 3, 6).astype(dtype)
+    for kw in ({}, {"z_loss": 1e-3}, {"label_smoothing": 0.1}):
+        loss, g = fs.cross_entropy_with_grad(x, t, reduction="none", grad_output=go, **kw)
+        assert np.array_equal(loss, fs.cross_entropy(x, t, reduction="none", **kw)), kw
+        rl, rg = ref.cross_entropy_with_grad(x, t, reduction="none", grad_output=go, **kw)
+        rtol = 1e-9 if dtype == np.float64 else 1e-6
+        _close(loss, rl, rtol)
+        _close(g, rg, rtol)
