@@ -470,3 +470,58 @@ def test_fused_loss_equals_forward_loss(dtype, n):
         rtol = 1e-9 if dtype == np.float64 else 1e-6
         _close(loss, rl, rtol)
         _close(g, rg, rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [70] + [pytest.param(n, marks=pytest.mark.skipif(
+    PYTHON_MODE, reason="too slow as plain Python; n=70 covers the paths")) for n in
+    (1100, 1024, 2048, 2049)])
+def test_rows_do_not_depend_on_their_neighbours(dtype, n):
+    """Rows up to NEXT_MAX_BYTES read the next row's maximum in their last
+    sweep (forward._wide_row, losses._scale_big). A row's results must not
+    depend on which rows come before or after it: rows of every kind (a +inf,
+    a NaN of either sign, all -inf, an ignored target, a large offset, a
+    dominant maximum, the maximum first or last) give the same bits in every order, out of place and in
+    place, with and without a mask; a row alone gives them too."""
+    from fastsoftmax._kernels._rows import NEXT_MAX_BYTES
+    rng = np.random.default_rng(44)
+    r = 10
+    x = (rng.normal(size=(r, n)) * 5).astype(dtype)
+    x[1, 3] = np.inf
+    x[2, :] = -np.inf
+    x[3, 7] = np.nan
+    x[4, 9] = np.copysign(dtype(np.nan), dtype(-1))
+    x[5] += dtype(3e4)
+    x[6, 11] = x[6].max() + 60
+    x[8, -1] = x[8].max() + 3            # the maximum in a row's tail block
+    x[9, 0] = x[9].max() + 2             # and at its first entry
+    t = rng.integers(0, n, r)
+    t[7] = -100
+    mask = rng.random((r, n)) < 0.8
+    fused = n * np.dtype(dtype).itemsize <= NEXT_MAX_BYTES
+    assert fused == (n <= (2048 if dtype == np.float32 else 1024))
+
+    def run(p):
+        xp, tp, mp = x[p], t[p], mask[p]
+        res = [fs.softmax(xp), fs.log_softmax(xp), fs.softmax(xp, where=mp),
+               fs.log_softmax(xp, temperature=0.7), fs.logsumexp(xp, axis=-1)]
+        for f in (fs.softmax, fs.log_softmax):
+            xi = xp.copy()
+            res.append(f(xi, out=xi))
+        for kw in ({}, {"label_smoothing": 0.1}, {"z_loss": 1e-3}):
+            loss, g = fs.cross_entropy_with_grad(xp, tp, reduction="none", **kw)
+            res += [loss, g]
+        xi = xp.copy()
+        loss, g = fs.cross_entropy_with_grad(xi, tp, reduction="none", inplace=True)
+        res += [loss, g]
+        inv = np.argsort(p)
+        return [a[inv] for a in res]
+
+    want = run(np.arange(r))
+    for p in (np.arange(r)[::-1], rng.permutation(r), np.array([2, 3, 4, 1, 0, 9, 7, 8, 5, 6])):
+        for a, b in zip(run(p), want):
+            assert np.array_equal(a, b, equal_nan=True), p
+    for i in (1, 3, 5, 6, 8):
+        alone = run(np.array([i]))
+        for a, b in zip(alone, want):
+            assert np.array_equal(a[0], b[i], equal_nan=True), i

@@ -25,10 +25,11 @@ from numba import prange, types
 
 from ._jit import (F64, fma, fmax_nan_dropping, helper, inline, kernel, ld2, ld3, overloaded,
                    managed_helper, parallel_twin, py_call, st2, st3, unmanaged, wide)
-from ._rows import (MODE_LOG_SOFTMAX, MODE_LOGSUMEXP, MODE_SOFTMAX, SB, SMALL_C,
-                    INV_BIG, UNIT_MAGIC, VB, acc_add, lane_acc, lane_acc2,
-                    cast_like, dw_inverse, lanes_to_rows, log_c_plus_s, row_exp_sums,
-                    row_max, rows_to_lanes, special_row, split_like, xload2, xload3)
+from ._rows import (MODE_LOG_SOFTMAX, MODE_LOGSUMEXP, MODE_SOFTMAX, NEXT_MAX_BYTES, SB,
+                    SMALL_C, INV_BIG, UNIT_MAGIC, VB, acc_add, lane_acc, lane_acc2,
+                    cast_like, dw_inverse, from_order_key, lanes_to_rows, log_c_plus_s,
+                    order_key, row_exp_sums, row_max, rows_to_lanes, special_row, split_like,
+                    xload2, xload3)
 from .vmath import (BIG, exp_shifted, exp_shifted_big, exp_shifted_scaled,
                     exp_shifted_scaled_big, log1p_f64, two_sum)
 
@@ -283,14 +284,18 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
 
 # ------------------------------------------------------------------ rows
 @helper
-def _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch):
+def _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch, m_in, have_m, inx):
+    """Row i, n >= SMALL_C. Its maximum is ``m_in`` when ``have_m``. With
+    ``inx >= 0`` (softmax and log_softmax), the last sweep also reads row
+    ``inx``'s maximum (see NEXT_MAX_BYTES); returns (that maximum, True), or
+    (anything, False) when the row ended before that sweep."""
     wide()
-    m = row_max(x, mask, i, n)
+    m = m_in if have_m else row_max(x, mask, i, n)
     if not _finite(m):
         v = special_row(x[i], row_of(mask, i), out[i if mode != MODE_LOGSUMEXP else 0], mode)
         if lse.shape[0]:
             lse[i] = v
-        return
+        return m, False
     split = mode != MODE_SOFTMAX
     if mode == MODE_LOG_SOFTMAX:
         # the shifted logits (x - m) / T go to out in sweep two
@@ -310,7 +315,7 @@ def _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch):
                 st2(out, i, j, np.nan)
         if lse.shape[0]:
             lse[i] = np.nan
-        return
+        return m, False
     if split:
         ell = log_c_plus_s(c, hi, lo)
     else:
@@ -318,14 +323,24 @@ def _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch):
     if lse.shape[0]:
         lse[i] = lse_of(x, mode, F64(m) * (th + tl), ell)
     # sweep three; the last n % VB entries as one more full vector block over
-    # [n - VB, n) that stores back what is already there before the tail
+    # [n - VB, n) that stores back what is already there before the tail (the
+    # loops that also take the next row's maximum are copies of those that
+    # do not: a branch inside one loop would stop it vectorising)
     n64 = n - n % VB
+    nv0 = xload2(x, mask, inx if inx >= 0 else i, 0)
+    nk = order_key(nv0)
     if mode == MODE_SOFTMAX:
         ih, il = dw_inverse(hi, lo)
         ch, cl = split_like(out, ih, il)
-        for j in range(n64):
-            e = ld2(out, i, j)
-            st2(out, i, j, fma(e, ch, e * cl))
+        if inx >= 0:
+            for j in range(n64):
+                e = ld2(out, i, j)
+                st2(out, i, j, fma(e, ch, e * cl))
+                nk = max(nk, order_key(xload2(x, mask, inx, j)))
+        else:
+            for j in range(n64):
+                e = ld2(out, i, j)
+                st2(out, i, j, fma(e, ch, e * cl))
         if n64 < n:
             for j in range(n - VB, n):
                 e = ld2(out, i, j)
@@ -333,12 +348,24 @@ def _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch):
     elif mode == MODE_LOG_SOFTMAX:
         ellc = cast_like(out, ell)
         thc = cast_like(out, th)
-        for j in range(n64):        # out holds (x - m) * th here
-            st2(out, i, j, ld2(out, i, j) - ellc)
+        if inx >= 0:
+            for j in range(n64):        # out holds (x - m) * th here
+                st2(out, i, j, ld2(out, i, j) - ellc)
+                nk = max(nk, order_key(xload2(x, mask, inx, j)))
+        else:
+            for j in range(n64):
+                st2(out, i, j, ld2(out, i, j) - ellc)
         if n64 < n:
             for j in range(n - VB, n):
                 v = (xload2(x, mask, i, j) - m) * thc - ellc
                 st2(out, i, j, v if j >= n64 else ld2(out, i, j))
+    else:
+        return m, False
+    if inx < 0:
+        return m, False
+    for j in range(n64, n):
+        nk = max(nk, order_key(xload2(x, mask, inx, j)))
+    return from_order_key(nk, nv0), True
 
 
 @inline
@@ -465,8 +492,12 @@ def _rows_range(x, mask, th, tl, scaled, out, lse, mode, r0, r1, seg):
         # rows and no different on 64-2000 classes on an Intel Xeon; on AMD
         # Zen 4, prefetching the next superblock cost logsumexp 1.18 at
         # 256x32000)
+        fuse = mode != MODE_LOGSUMEXP and n * x.itemsize <= NEXT_MAX_BYTES
+        mnx = xload2(x, mask, r0, 0)
+        have = False
         for i in range(r0, r1):
-            _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch)
+            mnx, have = _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch,
+                                  mnx, have, i + 1 if (fuse and i + 1 < r1) else -1)
     elif n > 0:
         # every piece starts on a cache line (gp: g rounded up to 16 lanes)
         g = min(small_block(n), r1 - r0)

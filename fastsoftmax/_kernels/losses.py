@@ -42,9 +42,10 @@ from numba import prange
 
 from ._jit import (F64, exact, fma, fmax_nan_dropping, helper, inline, kernel, ld2, ld3,
                    managed_helper, parallel_twin, reduction, scalar_loop, st2, st3, unmanaged, wide)
-from ._rows import (INV_BIG, SB, SMALL_C, accurate_sum1, aligned_words, cast_like,
-                    is_f32_array, lane_acc2, lanes_to_rows, log_c_plus_s, neumaier,
-                    row_exp_sums, row_max, rows_to_lanes, split_from_plain, split_like)
+from ._rows import (INV_BIG, NEXT_MAX_BYTES, SB, SMALL_C, accurate_sum1, aligned_words,
+                    cast_like, from_order_key, is_f32_array, lane_acc2, lanes_to_rows,
+                    log_c_plus_s, neumaier, order_key, row_exp_sums, row_max, rows_to_lanes,
+                    split_from_plain, split_like)
 from .forward import small_block
 from .vmath import BIG, exp_shifted, exp_shifted_big, log1p_f64, two_sum
 
@@ -193,7 +194,7 @@ def _special_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
 
 # ---------------------------------------------------------------- wide rows
 @helper
-def _scale_big(grad, i, n, k):
+def _scale_big(grad, i, n, k, x, inx):
     """grad[i, :n] = grad[i, :n] * 2**-64 * k (grad holds 2**64 e).
 
     In the data's dtype, with ``k`` as a double-word (kh + kl): ``fma(e, kh,
@@ -202,12 +203,24 @@ def _scale_big(grad, i, n, k):
     time). A ``k`` so small that its double-word would lose digits, or so
     large that ``e k`` (``e`` up to 2**64) could overflow before the scaling,
     takes the float64 loop.
+
+    With ``inx >= 0`` the same loop reads row ``inx`` of x for its maximum
+    (see NEXT_MAX_BYTES) and returns (that maximum, True); otherwise, or in
+    the float64 loop, (anything, False).
     """
     wide()
     ak = abs(k)
+    v0 = ld2(x, inx if inx >= 0 else i, 0)
+    nk = order_key(v0)
     if ak > 2.0 ** -100 and ak < 2.0 ** 60:
         kh, kl = split_like(grad, k, 0.0)
         sc = cast_like(grad, INV_BIG)
+        if inx >= 0:
+            for c in range(n):
+                e = ld2(grad, i, c)
+                st2(grad, i, c, fma(e, kh, e * kl) * sc)
+                nk = max(nk, order_key(ld2(x, inx, c)))
+            return from_order_key(nk, v0), True
         for c in range(n):
             e = ld2(grad, i, c)
             st2(grad, i, c, fma(e, kh, e * kl) * sc)
@@ -215,6 +228,7 @@ def _scale_big(grad, i, n, k):
         k1 = k * INV_BIG
         for c in range(n):
             st2(grad, i, c, F64(ld2(grad, i, c)) * k1)
+    return v0, False
 
 
 @exact
@@ -235,18 +249,21 @@ def _row_loss(kind, mf, xt, cnt, shi, slo, weight, t, eps, inv_n, wsum, wd, wsum
 
 @helper
 def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, alpha, beta,
-                 scratch):
-    """One row, C >= SMALL_C. Returns (ce, z part) in float64."""
+                 scratch, m_in, have_m, inx):
+    """One row, C >= SMALL_C: (ce, z part) in float64, then (the maximum of
+    row ``inx``, True) when the gradient's scaling read it (see _scale_big),
+    else (anything, False). The row's own maximum is ``m_in`` when ``have_m``."""
     wide()
     inv_n = 1.0 / n
-    m = row_max(x, None, i, n)
+    m = m_in if have_m else row_max(x, None, i, n)
     # the target's logit once the row is in cache (read first, its miss took
     # 5% of a one-thread profile, though the A/B on two threads measured no
     # change); before sweep two, which overwrites x in place
     xt = ld2(x, i, t) if kind == 0 else ld2(x, i, 0)
     if not _finite(m):
-        return _special_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad,
-                            alpha, beta)
+        ce, zp = _special_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad,
+                              alpha, beta)
+        return ce, zp, m, False
     mf = F64(m)
     # the weighted sums of (m - x_c) first (an in-place grad overwrites x next)
     wd = 0.0          # sum_c mass_c (m - x_c)  (index targets: sum_c W_c (m - x_c))
@@ -271,7 +288,7 @@ def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
         if want_grad:
             for c in range(n):
                 st2(grad, i, c, np.nan)
-        return np.nan, np.nan
+        return np.nan, np.nan, m, False
     shi = s
     slo = sc
     wsum_q = qs + qsc if kind == 1 else wsum
@@ -288,11 +305,13 @@ def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
         ce, zp, lse = _row_loss(kind, mf, xt, cnt, shi, slo, weight, t, eps, inv_n, wsum, wd,
                                 wsum_q, z)
     if not want_grad:
-        return ce, zp
+        return ce, zp, m, False
     # sweep three: the gradient, from the stored exponentials
     tot = F64(cnt) + shi
     inv = 1.0 / tot
     zc = 0.0 if late else 2.0 * beta * z * lse
+    mnx = m
+    have = False
     if kind == 0:
         wt = _weight(weight, t)
         mt = (1.0 - eps) * wt
@@ -306,7 +325,7 @@ def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
             for c in range(n):
                 st2(grad, i, c, F64(ld2(grad, i, c)) * k1 - ew)
         else:
-            _scale_big(grad, i, n, (alpha * msum + zc) * inv)
+            mnx, have = _scale_big(grad, i, n, (alpha * msum + zc) * inv, x, inx)
         # the target entry: p_t - 1 = -(1 - p_t), 1 - p_t without cancellation
         et = F64(exp_shifted(xt, m))
         pt = et * inv
@@ -321,7 +340,7 @@ def _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, al
     if late:
         ce, zp, lse = _row_loss(kind, mf, xt, cnt, shi, slo, weight, t, eps, inv_n, wsum, wd,
                                 wsum_q, z)
-    return ce, zp
+    return ce, zp, mnx, have
 
 
 # ---------------------------------------------------------------- lanes
@@ -739,6 +758,9 @@ def ce_rows(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, gs
             r0 = blk * rpb
             r1 = min(r0 + rpb, R)
             if wide_rows:
+                fuse = want_grad and n * x.itemsize <= NEXT_MAX_BYTES
+                mnx = x[r0, 0]
+                have = False
                 for i in range(r0, r1):
                     t = tidx[i] if kind == 0 else 0
                     if kind == 0 and t == ignore:
@@ -747,10 +769,12 @@ def ce_rows(x, kind, tidx, tq, weight, wsum, ignore, eps, z, want_grad, grad, gs
                                 st2(grad, i, c, 0.0)
                         ce_b[i - r0] = 0.0
                         zp_b[i - r0] = 0.0
+                        have = False
                         continue
                     a_i, b_i = _row_scales(gscale, i, alpha, beta)
-                    ce, zp = _ce_wide_row(x, i, n, kind, t, tq, weight, wsum, eps, z,
-                                          want_grad, grad, a_i, b_i, scratch)
+                    ce, zp, mnx, have = _ce_wide_row(
+                        x, i, n, kind, t, tq, weight, wsum, eps, z, want_grad, grad, a_i, b_i,
+                        scratch, mnx, have, i + 1 if (fuse and i + 1 < r1) else -1)
                     ce_b[i - r0] = ce
                     zp_b[i - r0] = zp
             else:
