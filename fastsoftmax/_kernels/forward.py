@@ -355,7 +355,13 @@ def _wide_row(x, mask, i, n, th, tl, scaled, mode, out, lse, scratch, m_in, have
         else:
             for j in range(n64):
                 st2(out, i, j, ld2(out, i, j) - ellc)
-        if n64 < n:
+        if n64 < n and x.ctypes.data == out.ctypes.data:
+            # in place: one array (see _rows.exp_window); before n64 it
+            # holds the shifted logits already
+            for j in range(n - VB, n):
+                v = (xload2(out, mask, i, j) - m) * thc - ellc
+                st2(out, i, j, v if j >= n64 else ld2(out, i, j))
+        elif n64 < n:
             for j in range(n - VB, n):
                 v = (xload2(x, mask, i, j) - m) * thc - ellc
                 st2(out, i, j, v if j >= n64 else ld2(out, i, j))
