@@ -323,8 +323,9 @@ def test_binary_paths():
 @pytest.mark.parametrize("shape,axis", [((2, 1100), -1), ((3, 70), -1), ((40, 7), -1),
                                         ((2, 30, 5), 1), ((2, 9, 70), 1)])
 def test_in_place_equals_out_of_place(dtype, shape, axis):
-    """out=x (and inplace=True) run separate single-array loops (no overlap check
-    for LLVM to fail): they must give the out-of-place results bit for bit."""
+    """out=x (and inplace=True, and out= either input of the backward kernels)
+    run separate single-array loops (no overlap check for LLVM to fail): they
+    must give the out-of-place results bit for bit."""
     rng = np.random.default_rng(21)
     x = (rng.normal(size=shape) * 8).astype(dtype)
     mask = rng.random(shape) < 0.9
@@ -334,6 +335,14 @@ def test_in_place_equals_out_of_place(dtype, shape, axis):
             xi = x.copy()
             assert f(xi, axis=axis, out=xi, **kw) is xi
             assert np.array_equal(xi, want), (f.__name__, kw)
+    g = rng.normal(size=shape).astype(dtype)
+    for f, y in ((fs.softmax_backward, fs.softmax(x, axis=axis)),
+                 (fs.log_softmax_backward, fs.log_softmax(x, axis=axis))):
+        want = f(g, y, axis=axis)
+        for which in (0, 1):             # out= either input
+            a, b = g.copy(), y.copy()
+            res = f(a, b, axis=axis, out=(a, b)[which])
+            assert res is (a, b)[which] and np.array_equal(res, want), (f.__name__, which)
     c = shape[axis]
     t = rng.integers(0, c, tuple(s for i, s in enumerate(shape) if i != axis % len(shape)))
     t.reshape(-1)[::4] = -100
