@@ -490,8 +490,9 @@ def test_rows_do_not_depend_on_their_neighbours(dtype, n):
     sweep (forward._wide_row, losses._scale_big). A row's results must not
     depend on which rows come before or after it: rows of every kind (a +inf,
     a NaN of either sign, all -inf, an ignored target, a large offset, a
-    dominant maximum, the maximum first or last) give the same bits in every order, out of place and in
-    place, with and without a mask; a row alone gives them too."""
+    dominant maximum, the maximum first or last) give the same bits in every
+    order, out of place and in place, with and without a mask; a row alone
+    gives them too."""
     from fastsoftmax._kernels._rows import NEXT_MAX_BYTES
     rng = np.random.default_rng(44)
     r = 10

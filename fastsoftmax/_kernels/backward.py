@@ -92,8 +92,9 @@ def _lsm_short_rows(g, y, out, r0, r1, ex):
     """
     wide()
     n = g.shape[1]
-    in_place = out.ctypes.data == g.ctypes.data      # see backward_rows (out=y
-    # needs nothing: the row loop below does not read y)
+    # out=g reads and writes g alone (see backward_rows); out=y needs no twin,
+    # since the row loop below does not read y
+    in_place = out.ctypes.data == g.ctypes.data
     yf = y.reshape(y.shape[0] * n)
     bs = FLAT_BLOCK // n
     for b0 in range(r0, r1, bs):
