@@ -17,12 +17,18 @@ import sys
 import numpy as np
 import pytest
 
+from numba import config as numba_config
+from numba import njit
+
 import fastsoftmax as fs
 import fastsoftmax.reference as ref
 from fastsoftmax._api._common import PARALLEL_MIN_ELEMENTS
-from fastsoftmax._kernels._jit import PYTHON_MODE
+from fastsoftmax._kernels._jit import PYTHON_MODE, VEC_BYTES, shift_rows, transpose_block
 
-ROW_SHAPES = [(5, 3), (3, 64), (2, 100), (2, 1100), (1, 2200)]
+# (70, 10) and (37, 17): short rows past the tiny-array path, transposed in
+# vector registers (float32; 17 classes in two column blocks, 37 rows in
+# groups of 16, 16 and 5, the last rows at the end of the array)
+ROW_SHAPES = [(5, 3), (70, 10), (37, 17), (3, 64), (2, 100), (2, 1100), (1, 2200)]
 LANE_SHAPES = [(2, 5, 3), (1, 4, 300)]
 
 
@@ -321,7 +327,7 @@ def test_binary_paths():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,axis", [((2, 1100), -1), ((3, 70), -1), ((40, 7), -1),
-                                        ((2, 30, 5), 1), ((2, 9, 70), 1)])
+                                        ((37, 17), -1), ((2, 30, 5), 1), ((2, 9, 70), 1)])
 def test_in_place_equals_out_of_place(dtype, shape, axis):
     """out=x (and inplace=True, and out= either input of the backward kernels)
     run separate single-array loops (no overlap check for LLVM to fail): they
@@ -535,3 +541,91 @@ def test_rows_do_not_depend_on_their_neighbours(dtype, n):
         alone = run(np.array([i]))
         for a, b in zip(alone, want):
             assert np.array_equal(a[0], b[i], equal_nan=True), i
+
+
+# ---------------------------------------------------------------- intrinsics
+# The vector intrinsics of the short-row paths, on their own: every block size
+# at the edges of exactly sized arrays (no slack past the last entry), so the
+# masked loads and stores are what keeps them inside.
+_CHECKED = PYTHON_MODE or bool(numba_config.BOUNDSCHECK)
+
+
+def _tb(src, so, ss, nc, nr, dst, do, ds):
+    transpose_block(src, so, ss, nc, nr, dst, do, ds)
+
+
+def _sr(x, xo, cnt, mv, lv, mo, tbl, to, thc, out):
+    shift_rows(x, xo, cnt, mv, lv, mo, tbl, to, thc, out)
+
+
+_tb_jit = _tb if PYTHON_MODE else njit(_tb)
+_sr_jit = _sr if PYTHON_MODE else njit(_sr)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose_block(dtype):
+    L = VEC_BYTES // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(3)
+    sizes = sorted({0, 1, 2, L // 2 - 1, L - 1, L})
+    for nc in sizes:
+        for nr in sizes:
+            for ss in (max(nc, 1), L + 3):
+                # src rows at stride ss, the last one ending the array
+                src = rng.normal(size=(max(nr - 1, 0) * ss + nc) or 1).astype(dtype)
+                for ds in (max(nr, 1), L + 5):
+                    dst = np.full(max(nc - 1, 0) * ds + nr + 2, -7.0, dtype)
+                    _tb_jit(src, 0, ss, nc, nr, dst, 1, ds)
+                    want = np.full_like(dst, -7.0)
+                    for r in range(nr):
+                        for c in range(nc):
+                            want[1 + c * ds + r] = src[r * ss + c]
+                    assert np.array_equal(dst, want), (nc, nr, ss, ds)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_shift_rows(dtype):
+    """(x - m) * th - ell with each row's m and ell broadcast by a permute,
+    against the same arithmetic in NumPy, for every entry count at the end
+    of an exactly sized array."""
+    L = VEC_BYTES // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(4)
+    n = 3
+    tbl = (np.arange(L * n) // n).astype(dtype)
+    mv = rng.normal(size=L).astype(dtype)
+    lv = rng.random(size=L).astype(dtype)
+    th = dtype(0.7)
+    for cnt in range(L + 1):
+        for v in (0, L * (n - 1)):
+            x = rng.normal(size=v + cnt).astype(dtype)
+            out = np.full(v + cnt, -7.0, dtype)
+            _sr_jit(x, v, cnt, mv, lv, 0, tbl, v, th, out)
+            rows = tbl[v:v + cnt].astype(int)
+            want = np.full_like(out, -7.0)
+            want[v:] = (x[v:] - mv[rows]) * th - lv[rows]
+            assert np.array_equal(out, want), (cnt, v)
+    x = rng.normal(size=2 * L).astype(dtype)
+    x0 = x.copy()
+    _sr_jit(x, 0, L, mv, lv, 0, tbl, 0, th, x)          # in place
+    rows = tbl[:L].astype(int)
+    assert np.array_equal(x[:L], (x0[:L] - mv[rows]) * th - lv[rows])
+    assert np.array_equal(x[L:], x0[L:])
+
+
+@pytest.mark.skipif(not _CHECKED, reason="checked under NUMBA_BOUNDSCHECK=1 and in Python mode")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vector_intrinsics_check_bounds(dtype):
+    L = VEC_BYTES // np.dtype(dtype).itemsize
+    a = np.zeros(4 * L, dtype)
+    small = np.zeros(L - 1, dtype)
+    with pytest.raises(IndexError, match="transpose_block"):
+        _tb_jit(a, 0, L, L, L, a, 0, 2)             # writes past the end of dst
+    with pytest.raises(IndexError, match="transpose_block"):
+        _tb_jit(a, 3 * L + 1, 1, L, 1, a, 0, L)     # reads past the end of src
+    with pytest.raises(IndexError, match="transpose_block"):
+        _tb_jit(a, 0, 1, L + 1, 1, a, 0, L)         # a block wider than L
+    with pytest.raises(IndexError, match="shift_rows"):
+        _sr_jit(a, 4 * L - 2, 3, a, a, 0, a, 0, dtype(1), a)
+    with pytest.raises(IndexError, match="shift_rows"):
+        _sr_jit(a, 0, L, small, a, 0, a, 0, dtype(1), a)
+    with pytest.raises(IndexError, match="shift_rows"):
+        _sr_jit(a, 0, L, a, a, 0, a, 3 * L + 1, dtype(1), a)

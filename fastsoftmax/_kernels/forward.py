@@ -23,8 +23,9 @@ chunking, so results are bit-identical for any thread count.
 import numpy as np
 from numba import prange, types
 
-from ._jit import (F64, fma, fmax_nan_dropping, helper, inline, kernel, ld2, ld3, overloaded,
-                   managed_helper, parallel_twin, py_call, st2, st3, unmanaged, wide)
+from ._jit import (F64, VEC_BYTES, fma, fmax_nan_dropping, helper, inline, kernel, ld2, ld3,
+                   overloaded, managed_helper, parallel_twin, py_call, shift_rows, st2, st3,
+                   unmanaged, wide)
 from ._rows import (MODE_LOG_SOFTMAX, MODE_LOGSUMEXP, MODE_SOFTMAX, NEXT_MAX_BYTES, SB,
                     SMALL_C, INV_BIG, UNIT_MAGIC, VB, acc_add, lane_acc, lane_acc2,
                     cast_like, dw_inverse, from_order_key, lanes_to_rows, log_c_plus_s,
@@ -129,7 +130,7 @@ def _store_shifted(x, mask, o, c, k0, kk, mv, thc, out, cv, all_lanes):
 
 
 @helper
-def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv, ev):
+def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv, ev, rows_out):
     """Lanes [k0, k1) of outer index o: one softmax per lane along axis 1.
 
     Every loop runs across the lanes, so it vectorises whatever the class
@@ -139,6 +140,11 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
     written, so an in-place call reads them intact), ``ev`` the current
     exponentials; ``sv[2:4]`` receive ``log(c + s)`` or the double-word
     ``1 / sum``.
+
+    With ``rows_out`` (log-softmax of short rows, see _small_rows), out is
+    written for finished lanes only: on return ``mv`` holds the lane maxima
+    and ``ev`` the logarithms log(c + s) in the array's dtype, and the caller
+    writes the other lanes' output itself.
     """
     wide()
     n = x.shape[1]
@@ -171,7 +177,7 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
     # (the stores' cache misses hide behind the exponentials), and sweep
     # three subtracts log(c + s) in place. Stores skip finished lanes only
     # when there are some (nbad): a lane mask costs a load per vector.
-    shift = mode == MODE_LOG_SOFTMAX
+    shift = mode == MODE_LOG_SOFTMAX and not rows_out
     thc = cast_like(ev, th)
     # the common case stores them from the exponentials' loop itself (an
     # in-place call must read out alone, see _store_shifted)
@@ -272,7 +278,7 @@ def _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv,
     elif mode == MODE_LOG_SOFTMAX:
         for k in range(kk):
             ev[k] = cast_like(ev, sv[2, k])
-        for c in range(n):      # out holds (x - m) * th
+        for c in range(n if not rows_out else 0):      # out holds (x - m) * th
             if clean:
                 for k in range(kk):
                     st3(out, o, c, k0 + k, ld3(out, o, c, k0 + k) - ev[k])
@@ -381,20 +387,49 @@ def small_block(n):
 
 
 @helper
-def _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv, sv, cv, ev):
+def _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv, sv, cv, ev,
+                tbl):
     """Rows [r0, r1) of a short-row array, a block of rows at a time.
 
     A row this short would leave the vector lanes mostly idle, so each block
     of g rows is transposed into ``xs`` (C, g) and run as g lanes of the lanes
     algorithm (masked entries are copied as -inf), then transposed back.
+    log_softmax without a mask instead writes its output along the rows,
+    straight from x: ``(x - m) * th - log(c + s)``, each row's m and log
+    broadcast to its entries by a vector permute (``shift_rows``; ``tbl``:
+    the row of each entry of a group of L rows); only the finished lanes
+    (rows with a NaN, +inf or nothing but -inf) are copied back from the
+    lanes. That replaces the transpose back, the store of the shifted logits
+    and a sweep over them: 0.82-0.88 of the time at 65536x10 float32, 0.93
+    float64, 0.87 at 4096x20 (paired runs, 2 threads, AMD Zen 4).
     """
     wide()
     g_max = xs.shape[2]
+    n = x.shape[1]
+    rows_out = mode == MODE_LOG_SOFTMAX and mask is None
+    L = tbl.shape[0] // n
+    if rows_out:
+        for j in range(L * n):
+            tbl[j] = j // n
+    thc = cast_like(x, th)
     for b0 in range(r0, r1, g_max):
         g = min(g_max, r1 - b0)
         rows_to_lanes(x, mask, b0, g, xs)
-        _lanes_block(xs, None, 0, 0, g, th, tl, scaled, mode, os, ls, mv, sv, cv, ev)
-        if mode != MODE_LOGSUMEXP:
+        _lanes_block(xs, None, 0, 0, g, th, tl, scaled, mode, os, ls, mv, sv, cv, ev, rows_out)
+        if rows_out:
+            for b in range(0, g, L):
+                base = (b0 + b) * n
+                m = min(L, g - b) * n
+                for v in range(0, m, L):
+                    shift_rows(x, base + v, min(L, m - v), mv, ev, b, tbl, v, thc, out)
+            nfin = 0
+            for k in range(g):
+                nfin += 1 if cv[k] < 0 else 0
+            for k in range(g if nfin else 0):
+                if cv[k] < 0:
+                    for c in range(n):
+                        st2(out, b0 + k, c, ld3(os, 0, c, k))
+        elif mode != MODE_LOGSUMEXP:
             lanes_to_rows(os, b0, g, out)
         if lse.shape[0]:
             for k in range(g):
@@ -516,7 +551,10 @@ def _rows_range(x, mask, th, tl, scaled, out, lse, mode, r0, r1, seg):
         ev = fw[2 * ng + 2 * gp:2 * ng + 3 * gp]
         sv = dw[:4 * gp].reshape((4, gp))
         cv = iw[:gp]
-        _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv, sv, cv, ev)
+        # the row numbers for shift_rows: n vectors of L = VEC_BYTES // itemsize
+        tbl = fw[2 * ng + 3 * gp:2 * ng + 3 * gp + n * (VEC_BYTES // x.itemsize)]
+        _small_rows(x, mask, r0, r1, th, tl, scaled, mode, out, lse, xs, os, ls, mv, sv, cv, ev,
+                    tbl)
 
 
 @kernel
@@ -575,7 +613,8 @@ def forward_lanes(x, mask, th, tl, out, lse, mode, scratch, nchunks):
             k0 = (w % nkb) * KT
             k1 = min(k0 + KT, K)
             if n > 0:
-                _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv, ev)
+                _lanes_block(x, mask, o, k0, k1, th, tl, scaled, mode, out, lse, mv, sv, cv, ev,
+                             False)
 
 
 forward_lanes_parallel = parallel_twin(forward_lanes)
