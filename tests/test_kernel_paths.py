@@ -389,8 +389,8 @@ def test_row_max_order_keys(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape,axis", [((3, 5), -1), ((3, 70), -1), ((2, 1100), -1),
-                                        ((2, 9, 70), 1)])
+@pytest.mark.parametrize("shape,axis", [((3, 5), -1), ((40, 17), -1), ((3, 70), -1),
+                                        ((2, 1100), -1), ((2, 9, 70), 1)])
 def test_nan_with_sign_bit(dtype, shape, axis):
     """A NaN with its sign bit set sorts below every key in row_max, so the row
     is not sent to the special path by its maximum: the NaN must still turn the
@@ -618,7 +618,11 @@ def test_vector_intrinsics_check_bounds(dtype):
     a = np.zeros(4 * L, dtype)
     small = np.zeros(L - 1, dtype)
     with pytest.raises(IndexError, match="transpose_block"):
-        _tb_jit(a, 0, L, L, L, a, 0, 2)             # writes past the end of dst
+        _tb_jit(a, 0, L, L, L, a, 0, 2)             # reads past the end of src
+    with pytest.raises(IndexError, match="transpose_block"):
+        _tb_jit(a, 0, L, L, 1, a, 3 * L + 1, 1)     # writes past the end of dst
+    with pytest.raises(IndexError, match="transpose_block"):
+        _tb_jit(a, 2 * L, -L, L, 2, a, 0, L)        # a negative stride
     with pytest.raises(IndexError, match="transpose_block"):
         _tb_jit(a, 3 * L + 1, 1, L, 1, a, 0, L)     # reads past the end of src
     with pytest.raises(IndexError, match="transpose_block"):

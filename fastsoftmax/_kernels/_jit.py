@@ -513,15 +513,15 @@ def f64_from_bits(typingctx, n):
 
 
 # --------------------------------------------------------- row broadcasts
-VEC_BYTES = 64   # one vector of shift_rows: 16 float32 or 8 float64
+VEC_BYTES = 64   # one vector of shift_rows and transpose_block: 16 float32 or 8 float64
 
 
 def _has_avx512(context):
-    """True when the code is compiled for a CPU with AVX-512F (Numba compiles
-    for the host unless NUMBA_CPU_NAME says otherwise; the feature string is
-    empty for a generic target, which takes the portable branch)."""
-    feats = getattr(context.codegen(), "_tm_features", "") or ""
-    return "+avx512f" in feats.split(",")
+    """True when the code is compiled for a CPU with 512-bit AVX-512F (Numba
+    compiles for the host unless NUMBA_CPU_NAME says otherwise; the feature
+    string is empty for a generic target, which takes the portable branch)."""
+    feats = (getattr(context.codegen(), "_tm_features", "") or "").split(",")
+    return "+avx512f" in feats and "-evex512" not in feats
 
 
 def _permute(builder, vals, idx, has_avx512):
@@ -705,8 +705,10 @@ def transpose_block(typingctx, src, so, ss, ncols, nrows, dst, do, ds):
     entries; the block is transposed by log2(L) stages of L two-source
     shuffles; the ncols result rows are written whole when nrows is L, else
     by stores masked to nrows entries. Nothing outside src is read and
-    nothing outside the block is written (checked under
-    NUMBA_BOUNDSCHECK=1). For the short-row transposes
+    nothing outside the block is written (offsets and strides >= 0, checked
+    under NUMBA_BOUNDSCHECK=1). A whole-vector read may reach into rows that
+    another thread is writing (an in-place call); those entries are
+    discarded, so the race is harmless. For the short-row transposes
     (``_rows.rows_to_lanes``, ``lanes_to_rows``): LLVM would only turn such
     strided copies into gathers and scatters.
     """
@@ -735,8 +737,9 @@ def transpose_block(typingctx, src, so, ss, ncols, nrows, dst, do, ds):
             empty = builder.or_(builder.icmp_signed("<=", n_out, ir.Constant(i64, 0)),
                                 builder.icmp_signed("<=", n_in, ir.Constant(i64, 0)))
             return builder.select(empty, o, end)
+        zero = ir.Constant(i64, 0)
         _check_bounds(context, builder, "transpose_block", [
-            (nc_, nc_, L_), (nr_, nr_, L_),
+            (nc_, nc_, L_), (nr_, nr_, L_), (ss_, zero, zero), (ds_, zero, zero),
             (so_, last(so_, ss_, nr_, nc_), asrc.nitems),
             (do_, last(do_, ds_, nc_, nr_), adst.nitems)])
         vty = ir.VectorType(ety, L)
@@ -832,7 +835,8 @@ if PYTHON_MODE:
         L = VEC_BYTES // src.itemsize
         sf = src.reshape(-1)
         df = dst.reshape(-1)
-        if not (0 <= ncols <= L and 0 <= nrows <= L and 0 <= so and 0 <= do):
+        if not (0 <= ncols <= L and 0 <= nrows <= L and 0 <= so and 0 <= do
+                and ss >= 0 and ds >= 0):
             raise IndexError("transpose_block: index out of bounds")
         if ncols and nrows and (so + ss * (nrows - 1) + ncols > sf.size
                                 or do + ds * (ncols - 1) + nrows > df.size):
