@@ -526,19 +526,14 @@ def _has_avx512(context):
 
 def _permute(builder, vals, idx, has_avx512):
     """vals[idx[j]] for each lane j (indices below the vector length)."""
-    n = vals.type.count
-    if has_avx512 and vals.type.element == ir.FloatType():
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vals.type, [vals.type, idx.type]),
-            "llvm.x86.avx512.permvar.sf.512")
-        return builder.call(fn, [vals, idx])
     if has_avx512:
+        kind = "sf" if vals.type.element == ir.FloatType() else "df"
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vals.type, [vals.type, idx.type]),
-            "llvm.x86.avx512.permvar.df.512")
+            f"llvm.x86.avx512.permvar.{kind}.512")
         return builder.call(fn, [vals, idx])
     res = ir.Constant(vals.type, ir.Undefined)
-    for j in range(n):
+    for j in range(vals.type.count):
         k = builder.extract_element(idx, ir.Constant(ir.IntType(32), j))
         res = builder.insert_element(res, builder.extract_element(vals, k),
                                      ir.Constant(ir.IntType(32), j))
@@ -584,6 +579,24 @@ def _first_lanes(builder, count, L):
                                ir.Constant(ir.IntType(32), 0))
     v = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), L), [0] * L))
     return builder.icmp_signed("<", iota, v)
+
+
+def _load_whole_or_masked(builder, ptr, whole, mload, mask, esz):
+    """A vector at ptr: a plain load when ``whole`` (an i1), else the masked
+    load ``mload`` under ``mask`` (lanes outside it read as zero)."""
+    vty = mload.function_type.return_type
+    with builder.if_else(whole, likely=True) as (then, other):
+        with then:
+            v_whole = builder.load(builder.bitcast(ptr, vty.as_pointer()), align=esz)
+            b_whole = builder.block
+        with other:
+            zero = ir.Constant(vty, [ir.Constant(vty.element, 0.0)] * vty.count)
+            v_part = builder.call(mload, [ptr, ir.Constant(ir.IntType(32), esz), mask, zero])
+            b_part = builder.block
+    v = builder.phi(vty)
+    v.add_incoming(v_whole, b_whole)
+    v.add_incoming(v_part, b_part)
+    return v
 
 
 def _check_bounds(context, builder, name, checks):
@@ -656,7 +669,6 @@ def shift_rows(typingctx, x, xo, cnt, mv, lv, mo, tbl, to, thc, out):
         live = _first_lanes(builder, cnt_, L)
         esz = st[0].dtype.bitwidth // 8
         align = ir.Constant(ir.IntType(32), esz)
-        zero_v = ir.Constant(vty, [ir.Constant(ety, 0.0)] * L)
 
         def vload(a, off):
             return builder.load(builder.bitcast(builder.gep(a.data, [off]), vty.as_pointer()),
@@ -664,17 +676,8 @@ def shift_rows(typingctx, x, xo, cnt, mv, lv, mo, tbl, to, thc, out):
 
         # whole vectors by plain loads and stores (see transpose_block)
         whole = builder.icmp_signed("==", cnt_, L_)
-        xp = builder.gep(ax.data, [xo_])
-        with builder.if_else(whole, likely=True) as (then, other):
-            with then:
-                x_whole = builder.load(builder.bitcast(xp, vty.as_pointer()), align=esz)
-                b_whole = builder.block
-            with other:
-                x_part = builder.call(mload, [xp, align, live, zero_v])
-                b_part = builder.block
-        xs = builder.phi(vty)
-        xs.add_incoming(x_whole, b_whole)
-        xs.add_incoming(x_part, b_part)
+        xs = _load_whole_or_masked(builder, builder.gep(ax.data, [xo_]), whole, mload, live,
+                                   esz)
         idx = builder.fptosi(vload(atb, to_), ivty)
         has = _has_avx512(context)
         m = _permute(builder, vload(amv, mo_), idx, has)
@@ -747,7 +750,6 @@ def transpose_block(typingctx, src, so, ss, ncols, nrows, dst, do, ds):
         mload, mstore = _masked_access(builder, vty, mty, asrc.data.type)
         esz = st[0].dtype.bitwidth // 8
         align = ir.Constant(ir.IntType(32), esz)
-        zero_v = ir.Constant(vty, [ir.Constant(ety, 0.0)] * L)
         none = ir.Constant(mty, [0] * L)
         src_end = builder.ptrtoint(builder.gep(asrc.data, [asrc.nitems]), i64)
         cols = _first_lanes(builder, nc_, L)
@@ -764,18 +766,8 @@ def transpose_block(typingctx, src, so, ss, ncols, nrows, dst, do, ds):
             # ones 0.89
             whole = builder.and_(live, builder.icmp_unsigned(
                 "<=", builder.ptrtoint(builder.gep(ptr, [L_]), i64), src_end))
-            with builder.if_else(whole, likely=True) as (then, other):
-                with then:
-                    v_whole = builder.load(builder.bitcast(ptr, vty.as_pointer()), align=esz)
-                    b_whole = builder.block
-                with other:
-                    v_part = builder.call(mload, [ptr, align, builder.select(live, cols, none),
-                                                  zero_v])
-                    b_part = builder.block
-            v = builder.phi(vty)
-            v.add_incoming(v_whole, b_whole)
-            v.add_incoming(v_part, b_part)
-            vecs.append(v)
+            vecs.append(_load_whole_or_masked(builder, ptr, whole, mload,
+                                              builder.select(live, cols, none), esz))
         for stage in _transpose_plan(L):
             vecs = [builder.shuffle_vector(vecs[a], vecs[b],
                                            ir.Constant(ir.VectorType(ir.IntType(32), L), lanes))

@@ -115,6 +115,21 @@ def _lsm_short_rows(g, y, out, r0, r1, ex):
                     st2(out, i, j, F64(ld2(g, i, j)) - (e * sh + e * sl))
 
 
+@inline
+def _row_into(g, y, dst, i, n, mode, dh, dl):
+    """Row i of a backward into dst (g, y or out): softmax's
+    ``y * ((g - dh) - dl)`` (mode 0) or log_softmax's ``g - exp(y) * (dh + dl)``
+    (mode 1). Inlined at the Numba level, so that with dst one of the inputs
+    the loop reads and writes one array and LLVM needs no overlap check."""
+    if mode == 0:
+        for j in range(n):
+            st2(dst, i, j, F64(ld2(y, i, j)) * ((F64(ld2(g, i, j)) - dh) - dl))
+    else:
+        for j in range(n):
+            e = _exp_any(F64(ld2(y, i, j)))
+            st2(dst, i, j, F64(ld2(g, i, j)) - (e * dh + e * dl))
+
+
 @kernel
 def backward_rows(g, y, out, mode, nchunks):
     """mode 0: softmax_backward; mode 1: log_softmax_backward; (R, C) rows."""
@@ -137,29 +152,15 @@ def backward_rows(g, y, out, mode, nchunks):
         for i in range(r0, r1):
             if mode == 0:
                 dh, dl = row_dot(g, y, i, n, True)
-                if on_g:
-                    for j in range(n):
-                        st2(g, i, j, F64(ld2(y, i, j)) * ((F64(ld2(g, i, j)) - dh) - dl))
-                elif on_y:
-                    for j in range(n):
-                        st2(y, i, j, F64(ld2(y, i, j)) * ((F64(ld2(g, i, j)) - dh) - dl))
-                else:
-                    for j in range(n):
-                        st2(out, i, j, F64(ld2(y, i, j)) * ((F64(ld2(g, i, j)) - dh) - dl))
             else:
-                sh, sl = row_dot(g, y, i, n, False)
-                if on_g:
-                    for j in range(n):
-                        e = _exp_any(F64(ld2(y, i, j)))
-                        st2(g, i, j, F64(ld2(g, i, j)) - (e * sh + e * sl))
-                elif on_y:
-                    for j in range(n):
-                        e = _exp_any(F64(ld2(y, i, j)))
-                        st2(y, i, j, F64(ld2(g, i, j)) - (e * sh + e * sl))
-                else:
-                    for j in range(n):
-                        e = _exp_any(F64(ld2(y, i, j)))
-                        st2(out, i, j, F64(ld2(g, i, j)) - (e * sh + e * sl))
+                dh, dl = row_dot(g, y, i, n, False)
+            # the same inlined row loop, given the very array it writes
+            if on_g:
+                _row_into(g, y, g, i, n, mode, dh, dl)
+            elif on_y:
+                _row_into(g, y, y, i, n, mode, dh, dl)
+            else:
+                _row_into(g, y, out, i, n, mode, dh, dl)
 
 
 backward_rows_parallel = parallel_twin(backward_rows)
